@@ -1,0 +1,1 @@
+"""polydiff.audio plugin (in progress; see the issue tracker)."""

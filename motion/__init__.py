@@ -1,0 +1,1 @@
+"""polydiff.motion plugin (in progress; see the issue tracker)."""

@@ -1,0 +1,1 @@
+"""polydiff.threed plugin (in progress; see the issue tracker)."""
