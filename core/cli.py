@@ -58,6 +58,13 @@ def common_options(f):
     return wrapped
 
 
+def _broken_command(name: str, message: str) -> click.Command:
+    def fail():
+        raise click.ClickException(message)
+
+    return click.Command(name, help=f"(broken plugin) {message}", callback=fail)
+
+
 class PolydiffGroup(click.Group):
     """Core commands plus one group per plugin, loaded only when used."""
 
@@ -74,8 +81,7 @@ class PolydiffGroup(click.Group):
         try:
             plugin = load_plugin(ep)
         except PluginError as err:
-            return click.Command(name, help=f"(broken plugin) {err}",
-                                 callback=lambda: (_ for _ in ()).throw(click.ClickException(str(err))))
+            return _broken_command(name, str(err))
         if plugin.cli is None:
             return click.Command(name, help=plugin.help, callback=lambda: click.echo(plugin.help))
         plugin.cli.help = plugin.cli.help or plugin.help
