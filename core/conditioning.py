@@ -103,7 +103,8 @@ def condition_dropout(cond: Condition, null: NullCondition, p: float,
     if p == 0.0:
         return cond
     device = cond.tokens.device
-    drop = torch.rand(b, generator=generator, device=generator.device if generator else device).to(device) < p
+    draw_on = generator.device if generator is not None else device
+    drop = torch.rand(b, generator=generator, device=draw_on).to(device) < p  # (B,) True = use null
     empty = null(b)
     length = max(cond.tokens.shape[1], empty.tokens.shape[1])
     cond, empty = cond.pad_to(length), empty.pad_to(length)
