@@ -169,21 +169,28 @@ def info_cmd(as_json: bool):
 
 
 # -- demo -------------------------------------------------------------------------------------
-def demo(output: Path, device: str = "auto", seed: int = 0) -> list[Path]:
-    """Run every plugin's demo into `output`; returns the files written."""
+def demo(output: Path, device: str = "auto", seed: int = 0) -> Path | None:
+    """Run every plugin's demo into `output/<plugin>/` and write `output/index.html` showing it all.
+
+    A plugin's `demo(folder, device=, seed=)` returns the `polydiff.core.report.Artifact`s it wrote.
+    Returns the page's path, or None when no plugin has a demo yet.
+    """
+    from .report import write_index
+
     output = Path(output)
     plugins = load_plugins()
     runnable = {n: p for n, p in plugins.items() if p.demo is not None}
     if not runnable:
         log.warning("No plugin provides a demo yet. Installed plugins: %s. Core commands: %s.",
                     ", ".join(plugins) or "none", ", ".join(CORE_COMMANDS))
-        return []
+        return None
     output.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
+    sections = {}
     for name, p in runnable.items():
         log.info("demo: %s", name)
-        written += list(p.demo(output / name, device=device, seed=seed))
-    return written
+        sections[f"{name}: {p.help}"] = list(p.demo(output / name, device=device, seed=seed))
+    return write_index(output, sections, title="polydiff demo",
+                       intro="Made by `polydiff demo` with the checkpoints shipped in the package.")
 
 
 @cli.command("demo")
@@ -191,9 +198,9 @@ def demo(output: Path, device: str = "auto", seed: int = 0) -> list[Path]:
 @common_options
 def demo_cmd(output, device, seed):
     """The tour: every plugin's shipped model on a short example, written to one folder."""
-    files = demo(output or Path("demo_out"), device=device, seed=seed)
-    for f in files:
-        click.echo(str(f))
+    page = demo(output or Path("demo_out"), device=device, seed=seed)
+    if page is not None:
+        click.echo(f"open {page.resolve().as_uri()}")
 
 
 # -- train ------------------------------------------------------------------------------------

@@ -31,7 +31,8 @@ class Plugin:
     cli: a click group with the plugin's commands.
     checkpoints: callable returning {name: folder} of the checkpoints shipped with the plugin.
     train: callable(config_path, overrides, **opts) for `polydiff train <name>`.
-    demo: callable(outdir: Path, **opts) -> list of written files, for `polydiff demo`.
+    demo: callable(folder: Path, device=, seed=) -> list of `polydiff.core.report.Artifact`s it wrote,
+        shown on the `polydiff demo` results page.
     """
 
     name: str

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Sets up everything polydiff needs, from a fresh clone or an existing one; safe to run again.
-#   system packages (Debian): fluidsynth + the FluidR3 GM soundfont (audio corpus and ground truth)
+#   system packages (Debian): fluidsynth + the FluidR3 GM soundfont (audio corpus and ground truth),
+#     npm (installs the 3D viewer of the results page), and what POLYDIFF_EXTRA_APT names (the test
+#     command adds chromium for the results-page test)
+#   npm: Google's <model-viewer> into .cache/web/ (copied beside the demo page; no CDN at view time)
 #   Python: the virtual environment .venv/ at the repo root, polydiff installed editable with its
 #   dev extras, every version pinned by constraints.txt (the set known to work on a 2-core CPU box).
 # Only the package registries are reached. Re-running with nothing changed does no network work.
@@ -14,7 +17,10 @@ say() { printf '[polydiff setup] %s\n' "$*" >&2; }
 missing=()
 command -v fluidsynth >/dev/null 2>&1 || missing+=(fluidsynth)
 [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || missing+=(fluid-soundfont-gm)
-for pkg in ${POLYDIFF_EXTRA_APT:-}; do missing+=("$pkg"); done
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+for pkg in ${POLYDIFF_EXTRA_APT:-}; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -41,4 +47,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c 'import
   say "installing polydiff and its pinned dependencies into .venv (first time: a few minutes)"
   .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
   echo "$want" > "$stamp"
+fi
+
+# -- the results page's 3D viewer (npm registry) ---------------------------------------------------
+viewer_version=4.4.0
+viewer=.cache/web/node_modules/@google/model-viewer
+if [ "$(cat "$viewer/.polydiff-version" 2>/dev/null)" != "$viewer_version" ]; then
+  if command -v npm >/dev/null 2>&1; then
+    say "installing @google/model-viewer@$viewer_version into .cache/web"
+    mkdir -p .cache/web
+    npm install --prefix .cache/web --no-audit --no-fund --silent "@google/model-viewer@$viewer_version" >/dev/null 2>&1 \
+      && echo "$viewer_version" > "$viewer/.polydiff-version" \
+      || say "warning: npm install of model-viewer failed; the results page will show 3D models as images"
+  fi
 fi

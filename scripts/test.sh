@@ -3,7 +3,7 @@
 #   bash scripts/test.sh [pytest args]
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$root/scripts/bootstrap.sh"
+POLYDIFF_EXTRA_APT="chromium ${POLYDIFF_EXTRA_APT:-}" bash "$root/scripts/bootstrap.sh"
 cd "$root"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 exec "$root/.venv/bin/python" -m pytest "$@"
