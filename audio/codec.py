@@ -1,0 +1,218 @@
+"""The spectrogram codec: audio <-> log-mel in [-1, 1], Griffin-Lim vocoder, WAV / PNG writers.
+
+Audio is 16 kHz mono. The mel is the magnitude STFT (Hann window 1024, hop 320 = 50 frames/s)
+through 128 Slaney mel filters from 0 to 8 kHz, in dB (20 log10), clamped to [DB_MIN, DB_MAX] and
+mapped linearly onto [-1, 1]. DB_MIN = -80 dB lies below anything audible in a peak-normalised render
+(it is the silence value -1); DB_MAX = +20 dB is just under a full-scale sine (+21.6 dB in its mel bin).
+Audio of n samples gives exactly n // 320 frames, so a 5.12 s segment is 256 frames.
+
+Griffin-Lim is the always-available vocoder. A trained neural vocoder plugs in through the `Vocoder`
+protocol (anything with `mel_to_audio(mel) -> audio`).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+SAMPLE_RATE = 16000
+N_FFT = 1024
+HOP = 320
+N_MELS = 128
+F_MIN, F_MAX = 0.0, 8000.0
+FRAMES_PER_SECOND = SAMPLE_RATE // HOP         # 50
+SEGMENT_FRAMES = 256                           # 5.12 s
+DB_MIN, DB_MAX = -80.0, 20.0
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be used (missing, empty, or not audio)."""
+
+
+@lru_cache(maxsize=4)
+def mel_filters(device: str = "cpu") -> torch.Tensor:
+    """(N_FFT // 2 + 1, N_MELS) Slaney-normalised triangular filters."""
+    import torchaudio
+
+    fb = torchaudio.functional.melscale_fbanks(N_FFT // 2 + 1, F_MIN, F_MAX, N_MELS, SAMPLE_RATE,
+                                               norm="slaney", mel_scale="slaney")
+    return fb.to(device)
+
+
+def _stft(audio: torch.Tensor) -> torch.Tensor:
+    # audio: (..., n) -> complex (..., 513, n // HOP) (centred frames; the trailing partial frame dropped)
+    window = torch.hann_window(N_FFT, device=audio.device)
+    spec = torch.stft(audio, N_FFT, HOP, window=window, center=True, pad_mode="constant",
+                      return_complex=True)
+    return spec[..., : audio.shape[-1] // HOP]
+
+
+def _istft(spec: torch.Tensor, length: int) -> torch.Tensor:
+    # spec holds length // HOP frames; pad one silent frame so torch.istft can cover the last samples
+    window = torch.hann_window(N_FFT, device=spec.device)
+    spec = torch.nn.functional.pad(spec, (0, 1))
+    return torch.istft(spec, N_FFT, HOP, window=window, center=True, length=length)
+
+
+def db_to_unit(db: torch.Tensor) -> torch.Tensor:
+    return ((db.clamp(DB_MIN, DB_MAX) - DB_MIN) / (DB_MAX - DB_MIN)) * 2 - 1
+
+
+def unit_to_db(x: torch.Tensor) -> torch.Tensor:
+    return (x.clamp(-1, 1) + 1) / 2 * (DB_MAX - DB_MIN) + DB_MIN
+
+
+def audio_to_mel(audio) -> torch.Tensor:
+    """audio: (..., n) float at 16 kHz -> mel in [-1, 1], (..., 128, n // 320)."""
+    audio = torch.as_tensor(audio, dtype=torch.float32)
+    mag = _stft(audio).abs()                                             # (..., 513, T)
+    mel = torch.einsum("...ft,fm->...mt", mag, mel_filters(str(audio.device)))
+    return db_to_unit(20 * torch.log10(mel.clamp_min(1e-10)))
+
+
+def mel_to_magnitude(mel: torch.Tensor, n_iter: int = 30) -> torch.Tensor:
+    """Linear STFT magnitude (513, T) whose mel is closest to `mel` (128, T) with magnitudes >= 0:
+    non-negative least squares by multiplicative updates (Lee & Seung), started from the transpose."""
+    fb = mel_filters(str(mel.device))                                    # (513, 128)
+    target = 10 ** (unit_to_db(mel) / 20)                                # (128, T) linear mel magnitude
+    ft_target = fb @ target                                              # (513, T)
+    x = ft_target / (fb.sum(1, keepdim=True) * fb.sum(0).max() + 1e-12) + 1e-9
+    for _ in range(n_iter):
+        x = x * ft_target / (fb @ (fb.T @ x) + 1e-12)
+    # bins above F_MAX have no filter and stay 0; the silence floor leaves a tiny residual, kept
+    return x
+
+
+class Vocoder(Protocol):
+    def mel_to_audio(self, mel: torch.Tensor) -> torch.Tensor:
+        """mel (128, T) in [-1, 1] -> audio (T * 320,) at 16 kHz."""
+
+
+class GriffinLim:
+    """Griffin-Lim with momentum (fast GL, Perraudin et al. 2013) on the NNLS-inverted mel.
+
+    Long mels are done in chunks of `chunk_frames`; each chunk starts from the phases the previous
+    chunk found in their `overlap` shared frames, and the audio is cross-faded there, so the whole
+    piece comes out without seams while memory stays bounded by the chunk size."""
+
+    def __init__(self, n_iter: int = 64, momentum: float = 0.99, chunk_frames: int = 3000,
+                 overlap: int = 100, seed: int = 0):
+        self.n_iter, self.momentum = n_iter, momentum
+        self.chunk_frames, self.overlap, self.seed = chunk_frames, overlap, seed
+
+    def _gl(self, mag: torch.Tensor, angles: torch.Tensor, n_fixed: int = 0) -> torch.Tensor:
+        # mag: (513, T); angles: unit complex (513, T); returns the complex spectrogram found
+        n = mag.shape[-1] * HOP
+        prev = torch.zeros_like(angles)
+        for _ in range(self.n_iter):
+            rebuilt = _stft(_istft(mag * angles, n))
+            accel = rebuilt - (self.momentum / (1 + self.momentum)) * prev
+            prev = rebuilt
+            angles = accel / accel.abs().clamp_min(1e-16)
+        return mag * angles
+
+    def mel_to_audio(self, mel: torch.Tensor) -> torch.Tensor:
+        mel = torch.as_tensor(mel, dtype=torch.float32)
+        mag = mel_to_magnitude(mel)
+        T = mag.shape[-1]
+        gen = torch.Generator(device="cpu").manual_seed(self.seed)
+        phase0 = torch.rand(mag.shape, generator=gen) * 2 * torch.pi
+        angles = torch.polar(torch.ones_like(mag), phase0.to(mag.device))
+        if T <= self.chunk_frames:
+            return _istft(self._gl(mag, angles), T * HOP)
+        out = torch.zeros(T * HOP, device=mag.device)
+        step = self.chunk_frames - self.overlap
+        fade_n = self.overlap * HOP
+        prev_tail = None                                                 # complex (513, overlap)
+        for s in range(0, T - self.overlap, step):
+            e = min(s + self.chunk_frames, T)
+            a = angles[:, s:e].clone()
+            if prev_tail is not None:
+                a[:, : self.overlap] = prev_tail / prev_tail.abs().clamp_min(1e-16)
+            spec = self._gl(mag[:, s:e], a)
+            audio = _istft(spec, (e - s) * HOP)
+            if s == 0:
+                out[: e * HOP] = audio
+            else:
+                fade = torch.linspace(0, 1, fade_n, device=out.device)
+                out[s * HOP: s * HOP + fade_n] = out[s * HOP: s * HOP + fade_n] * (1 - fade) + audio[:fade_n] * fade
+                out[s * HOP + fade_n: e * HOP] = audio[fade_n:]
+            prev_tail = spec[:, -self.overlap:]
+            if e == T:
+                break
+        return out
+
+
+# -- files --------------------------------------------------------------------------------------
+def load_audio(path) -> np.ndarray:
+    """Any soundfile-readable file -> float32 mono at 16 kHz. Raises AudioError naming the file."""
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such audio file. Check the path.")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: the file is empty (0 bytes). Give a WAV/FLAC/OGG recording.")
+    try:
+        audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as err:  # soundfile raises LibsndfileError / RuntimeError for non-audio
+        raise AudioError(f"{path}: not a readable audio file ({err}). Give a WAV/FLAC/OGG recording.") from None
+    if audio.shape[0] == 0:
+        raise AudioError(f"{path}: the audio has no samples (zero length). Give a non-empty recording.")
+    audio = audio.mean(axis=1)
+    if sr != SAMPLE_RATE:
+        import torchaudio
+
+        audio = torchaudio.functional.resample(torch.from_numpy(audio), sr, SAMPLE_RATE).numpy()
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def _atomic(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix + ".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_wav(path, audio, sample_rate: int = SAMPLE_RATE) -> None:
+    """16-bit PCM WAV, written atomically; samples beyond [-1, 1] are clipped."""
+    import soundfile as sf
+
+    audio = np.clip(np.asarray(torch.as_tensor(audio).detach().cpu(), dtype=np.float32), -1, 1)
+    _atomic(Path(path), lambda tmp: sf.write(tmp, audio, sample_rate, subtype="PCM_16", format="WAV"))
+
+
+def write_spectrogram_png(path, mel, title: str | None = None) -> None:
+    """A picture of a mel (128, T) in [-1, 1], time in seconds on x, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mel = np.asarray(torch.as_tensor(mel).detach().cpu(), dtype=np.float32)
+    seconds = mel.shape[-1] / FRAMES_PER_SECOND
+    fig, ax = plt.subplots(figsize=(min(40, 2 + seconds / 2), 3.2), dpi=100)
+    im = ax.imshow(mel, origin="lower", aspect="auto", vmin=-1, vmax=1, cmap="magma",
+                   extent=(0, seconds, 0, N_MELS))
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("mel bin")
+    if title:
+        ax.set_title(title)
+    fig.colorbar(im, ax=ax, label=f"[-1, 1] = [{DB_MIN:.0f}, {DB_MAX:.0f}] dB")
+    fig.tight_layout()
+    try:
+        _atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)

@@ -1,0 +1,96 @@
+"""Spectrogram codec: frame rate, range, dB scale, Griffin-Lim keeps pitch, audio files and errors."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from polydiff.audio.codec import (DB_MAX, DB_MIN, HOP, SAMPLE_RATE, SEGMENT_FRAMES, AudioError, GriffinLim,
+                                  audio_to_mel, load_audio, write_spectrogram_png, write_wav)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # small FFTs on a shared 2-core machine run many times faster on one thread
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tone(freq, seconds, amp=0.5, sr=SAMPLE_RATE):
+    t = np.arange(int(seconds * sr)) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_frames_are_exactly_50_per_second_and_in_range():
+    assert SAMPLE_RATE / HOP == 50
+    assert audio_to_mel(np.zeros(81920, np.float32)).shape == (128, SEGMENT_FRAMES)   # 5.12 s
+    for n in (320, 16000, 16319, 33333):
+        assert audio_to_mel(np.zeros(n, np.float32)).shape == (128, n // HOP)
+    rng = np.random.default_rng(0)
+    mel = audio_to_mel(rng.uniform(-1, 1, 16000).astype(np.float32))
+    assert mel.min() >= -1 and mel.max() <= 1
+    assert torch.all(audio_to_mel(np.zeros(16000, np.float32)) == -1)              # silence = floor
+    batch = audio_to_mel(np.stack([tone(440, 1), tone(880, 1)]))
+    assert batch.shape == (2, 128, 50) and torch.allclose(batch[1], audio_to_mel(tone(880, 1)))
+
+
+def test_doubling_amplitude_adds_6_dB():
+    lo, hi = audio_to_mel(tone(1000, 1, 0.1)), audio_to_mel(tone(1000, 1, 0.2))
+    k = lo[:, 10:-10].mean(1).argmax()
+    step = (hi[k, 10:-10] - lo[k, 10:-10]).mean().item()
+    assert step == pytest.approx(20 * np.log10(2) / (DB_MAX - DB_MIN) * 2, abs=1e-4)
+    assert hi.max() < 1                                      # a loud tone is not clipped at the top
+
+
+@pytest.mark.parametrize("chunk", [3000, 40])
+def test_griffin_lim_keeps_the_pitch_of_a_tone(chunk):
+    audio = tone(440, 2.0)
+    gl = GriffinLim(n_iter=32, chunk_frames=chunk, overlap=10)
+    out = gl.mel_to_audio(audio_to_mel(audio)).numpy()
+    assert out.shape == audio.shape
+    spec = np.abs(np.fft.rfft(out[1600:-1600] * np.hanning(len(out) - 3200)))
+    peak = np.fft.rfftfreq(len(out) - 3200, 1 / SAMPLE_RATE)[spec.argmax()]
+    assert abs(peak - 440) / 440 < 0.01                      # well within a semitone (5.9 %)
+    # loudness kept: RMS within 2 dB
+    rms = lambda x: np.sqrt(np.mean(x[1600:-1600] ** 2))
+    assert abs(20 * np.log10(rms(out) / rms(audio))) < 2.0
+
+
+def test_load_audio_resamples_and_downmixes(tmp_path):
+    t = np.arange(44100) / 44100
+    stereo = np.stack([0.3 * np.sin(2 * np.pi * 1000 * t)] * 2, 1)
+    sf.write(tmp_path / "a.wav", stereo, 44100)
+    a = load_audio(tmp_path / "a.wav")
+    assert a.dtype == np.float32 and a.ndim == 1 and abs(len(a) - 16000) <= 1
+    f = np.fft.rfftfreq(len(a), 1 / 16000)[np.abs(np.fft.rfft(a)).argmax()]
+    assert abs(f - 1000) <= 1
+
+
+@pytest.mark.parametrize("kind", ["empty", "zero_length", "text", "missing"])
+def test_bad_audio_files_raise_one_clear_error(tmp_path, kind):
+    path = tmp_path / "in.wav"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "zero_length":
+        sf.write(path, np.zeros(0, np.float32), 16000)
+    elif kind == "text":
+        path.write_text("this is not audio\n" * 20)
+    with pytest.raises(AudioError) as err:
+        load_audio(path)
+    assert "in.wav" in str(err.value)
+
+
+def test_writers_are_atomic_and_leave_no_temp_files(tmp_path):
+    audio = tone(440, 0.5, amp=2.0)                          # clipped to [-1, 1] on write
+    write_wav(tmp_path / "x.wav", audio)
+    back, sr = sf.read(tmp_path / "x.wav")
+    assert sr == 16000 and len(back) == len(audio) and np.abs(back).max() <= 1
+    write_spectrogram_png(tmp_path / "x.png", audio_to_mel(audio), title="tone")
+    assert (tmp_path / "x.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png", "x.wav"]
+    # a failing write leaves nothing behind
+    with pytest.raises(Exception):
+        write_wav(tmp_path / "y.wav", np.zeros((2, 2, 2)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png", "x.wav"]
