@@ -159,14 +159,14 @@ def from_dict(cls, data: dict, prefix: str = ""):
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise ConfigError(f"unknown config key {prefix}{unknown[0]!r}; valid keys: "
+        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}; valid keys: "
                           + ", ".join(leaf_keys(cls, prefix)))
     kwargs = {}
     for name, f in names.items():
         if name in data:
             kwargs[name] = _coerce(data[name], hints[name], f"{prefix}{name}")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"missing required config key {prefix}{name!r} ({_type_name(hints[name])})")
+            raise ConfigError(f"missing required config key {prefix + name!r} ({_type_name(hints[name])})")
     return cls(**kwargs)
 
 

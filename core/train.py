@@ -181,7 +181,13 @@ def _batches(data, cfg, micro, world, rank, start, collate_fn):
 
 
 def _mix(*ints) -> int:
-    return int(np.random.SeedSequence([int(i) % 2**63 for i in ints]).generate_state(1, np.uint64)[0] % 2**63)
+    """A seed in [0, 2**63) from a tuple of integers (splitmix64 finaliser chained over the tuple)."""
+    h = 0x9E3779B97F4A7C15
+    for i in ints:
+        h = (h ^ (int(i) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h = (h ^ (h >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 29
+    return h >> 1
 
 
 # -- accelerate ---------------------------------------------------------------------------------

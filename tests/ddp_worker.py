@@ -39,7 +39,7 @@ def run(out_dir, steps: int, batch_size: int, grad_accum: int):
     torch.manual_seed(0)  # the same initial weights in every process and every run
     model = TinyRegressor()
     cfg = TrainConfig(out_dir=str(out_dir), steps=steps, batch_size=batch_size, grad_accum=grad_accum,
-                      lr=3e-3, warmup_steps=5, grad_clip=1.0, log_every=1, checkpoint_every=steps,
+                      lr=2e-2, warmup_steps=5, grad_clip=1.0, log_every=1, checkpoint_every=steps,
                       device="cpu", resume="never", ema_decay=0.9)
     return fit(model, dataset(), mse, cfg)
 
