@@ -4,6 +4,7 @@ from .checkpoint import CheckpointError, ModelMixin, load_pretrained, save_pretr
 from .losses import diffusion_loss
 from .precond import EDMPrecond, FlowDenoiser, VEDenoiser, VPDenoiser
 from .runtime import default_device, generators, resolve_device, seed_everything
+from .samplers import sample
 from .schedules import ContinuousVP, DiscreteSchedule, karras_sigmas
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "karras_sigmas",
     "load_pretrained",
     "resolve_device",
+    "sample",
     "save_pretrained",
     "seed_everything",
 ]
