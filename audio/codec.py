@@ -173,13 +173,18 @@ def load_audio(path) -> np.ndarray:
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path, write) -> None:
+    """Call write(tmp) on a temp file beside `path`, then rename it over `path`: a reader never sees a
+    half-written file and a failure leaves nothing behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix + ".tmp")
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)                      # mkstemp makes 0600; give a normal file's mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -191,7 +196,7 @@ def write_wav(path, audio, sample_rate: int = SAMPLE_RATE) -> None:
     import soundfile as sf
 
     audio = np.clip(np.asarray(torch.as_tensor(audio).detach().cpu(), dtype=np.float32), -1, 1)
-    _atomic(Path(path), lambda tmp: sf.write(tmp, audio, sample_rate, subtype="PCM_16", format="WAV"))
+    atomic_write(path, lambda tmp: sf.write(tmp, audio, sample_rate, subtype="PCM_16", format="WAV"))
 
 
 def write_spectrogram_png(path, mel, title: str | None = None) -> None:
@@ -213,6 +218,6 @@ def write_spectrogram_png(path, mel, title: str | None = None) -> None:
     fig.colorbar(im, ax=ax, label=f"[-1, 1] = [{DB_MIN:.0f}, {DB_MAX:.0f}] dB")
     fig.tight_layout()
     try:
-        _atomic(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)

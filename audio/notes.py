@@ -156,18 +156,9 @@ def notes_to_pretty_midi(notes: list[Note]):
 
 def write_midi(notes: list[Note], path) -> None:
     """Write notes to a MIDI file atomically (temp file in the same folder, then rename)."""
-    import os
-    import tempfile
+    from .codec import atomic_write
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mid")
-    os.close(fd)
-    try:
-        notes_to_pretty_midi(notes).write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: notes_to_pretty_midi(notes).write(tmp))
 
 
 # -- notes -> tokens ----------------------------------------------------------------------------
