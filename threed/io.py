@@ -34,10 +34,10 @@ def check_output_file(path, suffixes: tuple[str, ...]) -> Path:
     """A writable file path with one of `suffixes` (lower case, with the dot). Creates nothing but the
     parent folder."""
     path = Path(path)
-    if path.suffix.lower() not in suffixes:
-        raise OutputError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; use one of {', '.join(suffixes)}")
     if path.is_dir():
         raise OutputError(f"{path} is a folder; give a file name such as {path / ('out' + suffixes[0])}")
+    if path.suffix.lower() not in suffixes:
+        raise OutputError(f"{path}: unsupported file type {path.suffix or '(none)'!r}; use one of {', '.join(suffixes)}")
     check_output_dir(path.parent if str(path.parent) else Path("."))
     return path
 
