@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import platform
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -221,7 +222,7 @@ def train_cmd(plugin_name, config_path, overrides):
 
 
 def main(argv=None):
-    """Console entry point; user-caused errors print one line and exit 1."""
+    """Console entry point; user-caused errors print one line (plus a hint) and exit 1."""
     from .checkpoint import CheckpointError
 
     try:
@@ -235,7 +236,10 @@ def main(argv=None):
         e.show()
         sys.exit(e.exit_code)
     except (CheckpointError, FileNotFoundError, ValueError, PluginError) as e:
+        if os.environ.get("POLYDIFF_DEBUG"):
+            raise
         click.echo(f"error: {e}", err=True)
+        click.echo("(set POLYDIFF_DEBUG=1 for the full traceback)", err=True)
         sys.exit(1)
 
 
