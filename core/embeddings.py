@@ -92,4 +92,7 @@ class NoiseEmbedding(nn.Module):
         c_noise = torch.as_tensor(c_noise, device=self.mlp[0].weight.device).reshape(-1)  # (B,), also from (B, 1, 1) or a scalar
         if batch_size is not None and c_noise.numel() == 1:
             c_noise = c_noise.expand(batch_size)
+        # sigma = inf (the pure-noise end) gives c_noise = log(inf)/4 = inf, and cos(inf) = NaN;
+        # a large finite value keeps the features finite (that level is never trained on anyway).
+        c_noise = torch.nan_to_num(c_noise.float(), posinf=1e4, neginf=-1e4)
         return self.mlp(self.features(c_noise).to(self.mlp[0].weight.dtype))

@@ -230,3 +230,20 @@ def test_wrong_input_rank_is_a_clear_error():
         make("unet1d")(torch.zeros(1, C, 4, 4), torch.zeros(1))
     with pytest.raises(ValueError, match="max_len"):
         make("dit", positions="learned", max_len=8)(torch.zeros(1, C, 9), torch.zeros(1))
+
+
+def test_infinite_noise_level_gives_a_finite_embedding():
+    # EDM's c_noise = log(sigma) / 4 is inf at the pure-noise end sigma = inf
+    assert torch.isfinite(NoiseEmbedding(16)(torch.tensor([float("inf"), 0.0]))).all()
+
+
+@pytest.mark.parametrize("kind", ["unet1d", "dit"])
+def test_wrapped_by_edm_preconditioning_an_untrained_net_gives_c_skip_x(kind):
+    from polydiff.core.precond import EDMPrecond
+
+    denoiser = EDMPrecond(make(kind), sigma_data=0.5)
+    x, _ = data(kind)
+    sigma = torch.tensor([0.1, 3.0])
+    mask = torch.ones(2, x.shape[-1], dtype=torch.bool)
+    out = denoiser(x, sigma, cond=condition(), mask=mask)  # the net's keywords pass through
+    assert torch.allclose(out, 0.25 / (sigma**2 + 0.25)[:, None, None] * x, atol=1e-6)
