@@ -39,15 +39,15 @@ class MaskedGroupNorm(nn.GroupNorm):
         if m is None:
             return super().forward(x)
         b, c = x.shape[:2]
-        g = x.view(b, self.num_groups, -1, *x.shape[2:])  # (B, G, C/G, *S)
-        gm = m[:, None]  # (B, 1, 1, *S)
+        g = x.float().view(b, self.num_groups, -1, *x.shape[2:])  # (B, G, C/G, *S); fp32 even under autocast
+        gm = m.float()[:, None]  # (B, 1, 1, *S)
         dims = tuple(range(2, g.dim()))
         count = (gm.sum(dims, keepdim=True) * g.shape[2]).clamp(min=1.0)
         mean = (g * gm).sum(dims, keepdim=True) / count
         var = (((g - mean) * gm) ** 2).sum(dims, keepdim=True) / count
         y = ((g - mean) * torch.rsqrt(var + self.eps)).view_as(x)
         shape = (1, c) + (1,) * (x.dim() - 2)
-        return y * self.weight.view(shape) + self.bias.view(shape)
+        return (y * self.weight.view(shape) + self.bias.view(shape)).to(x.dtype)
 
 
 def _zero(x, m):
@@ -102,7 +102,8 @@ class UNet(ModelMixin):
     """F(x, c_noise, cond=None, mask=None) for x (B, C, *spatial) with len(spatial) == dims.
 
     channel_mult: width multiplier per level (levels = len(channel_mult)); attn_levels: the levels (0 =
-    full resolution) that get attention blocks; the middle always has one. cond: a `Condition`; its
+    full resolution) that get attention blocks; the middle gets one unless `mid_attention=False`.
+    cond: a `Condition`; its
     tokens are cross-attended (needs `cond_dim`), its pooled vector joins the noise embedding (needs
     `pooled_dim`).
     """
@@ -110,7 +111,8 @@ class UNet(ModelMixin):
     def __init__(self, in_channels: int, out_channels: int | None = None, dims: int = 1, channels: int = 64,
                  channel_mult: tuple[int, ...] = (1, 2, 2), num_res_blocks: int = 2,
                  attn_levels: tuple[int, ...] = (2,), heads: int = 4, groups: int = 8, dropout: float = 0.0,
-                 cond_dim: int | None = None, pooled_dim: int | None = None, noise_embedding: str = "fourier"):
+                 cond_dim: int | None = None, pooled_dim: int | None = None, noise_embedding: str = "fourier",
+                 mid_attention: bool = True):
         super().__init__()
         if dims not in (1, 2):
             raise ValueError(f"UNet dims must be 1 (sequences) or 2 (images), got {dims}")
@@ -136,7 +138,8 @@ class UNet(ModelMixin):
             if level < self.levels - 1:
                 self.down.append(_conv(dims, c, c, stride=2))
                 skips.append(c)
-        self.mid = nn.ModuleList([res(c, c), AttnBlock(c, heads, groups, cond_dim), res(c, c)])
+        mid_attn = AttnBlock(c, heads, groups, cond_dim) if mid_attention else None
+        self.mid = nn.ModuleList([res(c, c), mid_attn, res(c, c)])
         self.up = nn.ModuleList()
         for level in reversed(range(self.levels)):
             for _ in range(num_res_blocks + 1):
@@ -186,7 +189,8 @@ class UNet(ModelMixin):
                 h = _zero(layer(h), masks[level])
             skips.append(h)
         h = self.mid[0](h, emb, masks[level])
-        h = self.mid[1](h, masks[level], cond)
+        if self.mid[1] is not None:
+            h = self.mid[1](h, masks[level], cond)
         h = self.mid[2](h, emb, masks[level])
         for layer in self.up:
             if isinstance(layer, nn.ModuleList):
@@ -209,9 +213,10 @@ class UNet1D(UNet):
     def __init__(self, in_channels: int, out_channels: int | None = None, channels: int = 64,
                  channel_mult: tuple[int, ...] = (1, 2, 2), num_res_blocks: int = 2,
                  attn_levels: tuple[int, ...] = (2,), heads: int = 4, groups: int = 8, dropout: float = 0.0,
-                 cond_dim: int | None = None, pooled_dim: int | None = None, noise_embedding: str = "fourier"):
+                 cond_dim: int | None = None, pooled_dim: int | None = None, noise_embedding: str = "fourier",
+                 mid_attention: bool = True):
         super().__init__(in_channels, out_channels, 1, channels, channel_mult, num_res_blocks, attn_levels,
-                         heads, groups, dropout, cond_dim, pooled_dim, noise_embedding)
+                         heads, groups, dropout, cond_dim, pooled_dim, noise_embedding, mid_attention)
 
 
 class UNet2D(UNet):
@@ -220,6 +225,7 @@ class UNet2D(UNet):
     def __init__(self, in_channels: int, out_channels: int | None = None, channels: int = 64,
                  channel_mult: tuple[int, ...] = (1, 2, 2), num_res_blocks: int = 2,
                  attn_levels: tuple[int, ...] = (2,), heads: int = 4, groups: int = 8, dropout: float = 0.0,
-                 cond_dim: int | None = None, pooled_dim: int | None = None, noise_embedding: str = "fourier"):
+                 cond_dim: int | None = None, pooled_dim: int | None = None, noise_embedding: str = "fourier",
+                 mid_attention: bool = True):
         super().__init__(in_channels, out_channels, 2, channels, channel_mult, num_res_blocks, attn_levels,
-                         heads, groups, dropout, cond_dim, pooled_dim, noise_embedding)
+                         heads, groups, dropout, cond_dim, pooled_dim, noise_embedding, mid_attention)

@@ -247,3 +247,30 @@ def test_wrapped_by_edm_preconditioning_an_untrained_net_gives_c_skip_x(kind):
     mask = torch.ones(2, x.shape[-1], dtype=torch.bool)
     out = denoiser(x, sigma, cond=condition(), mask=mask)  # the net's keywords pass through
     assert torch.allclose(out, 0.25 / (sigma**2 + 0.25)[:, None, None] * x, atol=1e-6)
+
+
+def test_masked_group_norm_matches_group_norm_on_the_real_part():
+    from polydiff.core.unet import MaskedGroupNorm
+
+    norm = MaskedGroupNorm(2, 6)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = torch.randn(3, 6, 10) * 3 + 1
+    assert torch.allclose(norm(x, torch.ones(3, 1, 10)), torch.nn.functional.group_norm(
+        x, 2, norm.weight, norm.bias, norm.eps), atol=1e-5)
+    m = torch.zeros(3, 1, 10)
+    m[..., :7] = 1  # statistics of the first 7 positions only = GroupNorm of the cropped input
+    ref = torch.nn.functional.group_norm(x[..., :7], 2, norm.weight, norm.bias, norm.eps)
+    assert torch.allclose(norm(x, m)[..., :7], ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["unet1d", "dit"])
+def test_bf16_autocast_stays_close_to_fp32(kind):
+    net = randomize(make(kind, mid_attention=False) if kind == "unet1d" else make(kind), scale=0.05)
+    x, c = data(kind, t=16)
+    mask = torch.arange(16)[None] < torch.tensor([11, 16])[:, None]
+    y = net(x, c, condition(), mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y16 = net(x, c, condition(), mask).float()
+    assert torch.isfinite(y16).all()
+    assert (y16 - y).norm() < 0.05 * y.norm()
