@@ -151,11 +151,14 @@ class TokenConditioner(nn.Module):
     """Discrete token sequences (e.g. MIDI note events) -> Condition.
 
     ids: (B, L) for one vocabulary, or (B, L, F) for F fields (pitch, instrument, onset bin, ...) whose
-    embeddings are summed; `vocab_sizes` is an int or the list of F sizes. mask: (B, L) bool, True = real.
+    embeddings are summed; `vocab_sizes` is an int or the list of F sizes. mask: (B, L) bool, True = real;
+    without one, `pad_id` (if set) marks padding (ids == pad_id in the first field), else all are real.
     """
 
-    def __init__(self, vocab_sizes: int | list[int], dim: int, depth: int = 2, heads: int = 4):
+    def __init__(self, vocab_sizes: int | list[int], dim: int, depth: int = 2, heads: int = 4,
+                 pad_id: int | None = None):
         super().__init__()
+        self.pad_id = pad_id
         sizes = [vocab_sizes] if isinstance(vocab_sizes, int) else list(vocab_sizes)
         self.fields = nn.ModuleList([nn.Embedding(n, dim) for n in sizes])
         self.encoder = _Encoder(dim, depth, heads)
@@ -166,7 +169,8 @@ class TokenConditioner(nn.Module):
         if ids.shape[-1] != len(self.fields):
             raise ValueError(f"token ids have {ids.shape[-1]} fields, this conditioner expects {len(self.fields)}")
         if mask is None:
-            mask = torch.ones(ids.shape[:2], dtype=torch.bool, device=ids.device)
+            mask = ids[..., 0] != self.pad_id if self.pad_id is not None else torch.ones(
+                ids.shape[:2], dtype=torch.bool, device=ids.device)
         h = sum(table(ids[..., i]) for i, table in enumerate(self.fields))  # (B, L, D)
         return self.encoder(h, mask.bool())
 

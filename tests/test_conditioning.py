@@ -122,6 +122,15 @@ def test_token_conditioner_ignores_padding_and_sums_fields():
         tc(ids[..., 0])
 
 
+def test_token_conditioner_mask_from_pad_id():
+    torch.manual_seed(0)
+    tc = TokenConditioner(10, dim=8, depth=1, heads=2, pad_id=0).eval()
+    ids = torch.tensor([[5, 3, 7, 0, 0], [1, 2, 3, 4, 9]])
+    out = tc(ids)
+    assert out.mask.tolist() == [[True, True, True, False, False], [True] * 5]
+    assert torch.allclose(out.tokens[:1, :3], tc(ids[:1, :3]).tokens, atol=1e-5)
+
+
 def test_frame_conditioner_strides_and_ignores_padding():
     torch.manual_seed(0)
     fc = FrameConditioner(5, dim=8, depth=1, heads=2, stride=4).eval()
