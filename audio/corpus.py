@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .codec import (DB_MAX, DB_MIN, HOP, N_MELS, SAMPLE_RATE, SEGMENT_FRAMES, atomic_write, audio_to_mel,
-                    load_audio)
+from .codec import (DB_MAX, DB_MIN, HOP, N_MELS, SAMPLE_RATE, SEGMENT_FRAMES, AudioError, atomic_write,
+                    audio_to_mel, load_audio)
 from .notes import VOCAB, MidiError, Note, encode_segments, n_segments, notes_from_pretty_midi, pad_tokens
-from .notes import read_midi, write_midi
+from .notes import read_midi, resolve_overlaps, write_midi
 
 log = logging.getLogger("polydiff.audio")
 
@@ -154,13 +154,13 @@ def arrange(parts: list[list[Note]], rng: np.random.Generator, max_seconds: floa
     for prog, part in zip(programs, parts):
         part_gain = rng.uniform(-8, 8)
         for n in part:
-            on, off = n.onset / tempo, n.offset / tempo
-            if on >= max_seconds:
+            on, off = n.onset / tempo, min(n.offset / tempo, max_seconds)
+            if off - on < 0.05:                      # past the cut, or a sliver of a note cut by it
                 continue
             vel = 35 + 80 * curve(on) + part_gain + rng.normal(0, 6)
-            notes.append(Note(on, min(off, max_seconds), n.pitch + shift, int(np.clip(round(vel), 1, 127)),
+            notes.append(Note(on, off, n.pitch + shift, int(np.clip(round(vel), 1, 127)),
                               prog, False))
-    notes.sort(key=lambda n: (n.onset, n.program, n.pitch))
+    notes = sorted(resolve_overlaps(notes), key=lambda n: (n.onset, n.program, n.pitch))
     return notes, Arrangement(programs, family, tempo, shift)
 
 
@@ -204,8 +204,9 @@ def _write_json(path: Path, obj) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1)))
 
 
-def _open_cache(output: Path, seed: int, source: str, max_tokens: int) -> Path:
-    facts = {"format_version": FORMAT_VERSION, "source": source, "seed": seed, "sample_rate": SAMPLE_RATE,
+def _open_cache(output: Path, seed: int, source: str, max_tokens: int, max_seconds: float | None) -> Path:
+    facts = {"format_version": FORMAT_VERSION, "source": source, "seed": seed, "max_seconds": max_seconds,
+             "sample_rate": SAMPLE_RATE,
              "hop": HOP, "n_mels": N_MELS, "db_range": [DB_MIN, DB_MAX], "segment_frames": SEGMENT_FRAMES,
              "vocab_size": VOCAB.size, "velocity_bins": VOCAB.velocity_bins, "max_tokens": max_tokens}
     output = Path(output)
@@ -255,7 +256,7 @@ def build_data(output=DEFAULT_CACHE, max_pieces: int | None = None, seed: int = 
     from polydiff.core.progress import progress
 
     require_fluidsynth()
-    out = _open_cache(Path(output), seed, "music21", max_tokens)
+    out = _open_cache(Path(output), seed, "music21", max_tokens, max_seconds)
     ids = [i for i in (piece_ids or corpus_piece_ids()) if split_of(i) in splits]
     ids = ids[:max_pieces] if max_pieces is not None else ids
     for pid in progress(ids, desc="audio corpus", total=len(ids)):
@@ -327,15 +328,20 @@ def build_from_folder(folder, output, max_pieces: int | None = None, max_tokens:
     from polydiff.core.progress import progress
 
     pairs = find_aligned_pairs(folder)[:max_pieces]
-    out = _open_cache(Path(output), 0, f"folder:{Path(folder).resolve()}", max_tokens)
+    out = _open_cache(Path(output), 0, f"folder:{Path(folder).resolve()}", max_tokens, None)
     for pid, mid, wav in progress(pairs, desc="audio folder", total=len(pairs)):
         key = piece_key(pid)
         if (out / "pieces" / f"{key}.json").is_file():
             continue
-        notes = read_midi(mid)
-        audio = load_audio(wav)
-        _store_piece(out, {"id": pid, "split": _folder_split(pid), "source": str(mid)}, notes, audio,
-                     max_tokens)
+        meta = {"id": pid, "split": _folder_split(pid), "source": str(mid)}
+        try:
+            notes = read_midi(mid)
+            audio = load_audio(wav)
+        except (MidiError, AudioError) as err:      # one bad pair in a big folder is recorded and skipped
+            log.warning("skipping %s", err)
+            _write_json(out / "pieces" / f"{key}.json", {**meta, "key": key, "error": str(err)})
+            continue
+        _store_piece(out, meta, notes, audio, max_tokens)
     return _finish_index(out)
 
 

@@ -162,14 +162,42 @@ def write_midi(notes: list[Note], path) -> None:
 
 
 # -- notes -> tokens ----------------------------------------------------------------------------
+def _resolve(notes: list, onset, offset, key, shorten) -> list:
+    """Tokens (like a MIDI channel) cannot hold two sounding notes of one (program, pitch): a note that
+    starts while the same key sounds ends the earlier one there; of two starting together the longer
+    is kept."""
+    out, last = [], {}
+    for n in sorted(notes, key=lambda n: (onset(n), -offset(n))):
+        k = key(n)
+        if k is not None and k in last:
+            prev = out[last[k]]
+            if onset(n) == onset(prev):
+                continue
+            if onset(n) < offset(prev):
+                out[last[k]] = shorten(prev, onset(n))
+        if k is not None:
+            last[k] = len(out)
+        out.append(n)
+    return out
+
+
+def resolve_overlaps(notes: list[Note]) -> list[Note]:
+    """Notes with same-key overlaps resolved (see `_resolve`); drums are left alone."""
+    return _resolve(notes, lambda n: n.onset, lambda n: n.offset,
+                    lambda n: None if n.is_drum else (n.program, n.pitch),
+                    lambda n, t: Note(n.onset, t, n.pitch, n.velocity, n.program, n.is_drum))
+
+
 def quantize(notes: list[Note]) -> list[tuple[int, int, int, int, int, bool]]:
-    """Notes as integer steps (onset, offset, pitch, velocity, program, drum); every note lasts >= 1 step."""
+    """Notes as integer steps (onset, offset, pitch, velocity, program, drum); every note lasts >= 1 step
+    and same-key overlaps are resolved."""
     out = []
     for n in notes:
         on = int(round(n.onset / STEP_SECONDS))
         off = max(int(round(n.offset / STEP_SECONDS)), on + 1)
         out.append((on, off, n.pitch, n.velocity, 0 if n.is_drum else n.program, n.is_drum))
-    return out
+    return _resolve(out, lambda n: n[0], lambda n: n[1], lambda n: None if n[5] else (n[4], n[2]),
+                    lambda n, t: (n[0], t, *n[2:]))
 
 
 def n_segments(notes: list[Note], vocab: Vocab = VOCAB) -> int:

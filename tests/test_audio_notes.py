@@ -118,3 +118,17 @@ def test_bad_midi_files_raise_one_clear_error(tmp_path, content, needle):
     with pytest.raises(MidiError, match=needle) as err:
         read_midi(path)
     assert "bad.mid" in str(err.value)
+
+
+def test_same_key_overlaps_resolve_like_a_midi_channel():
+    from polydiff.audio.notes import resolve_overlaps
+
+    notes = [Note(0.0, 1.0, 60, 90, 0), Note(0.5, 1.5, 60, 50, 0),       # re-struck while sounding
+             Note(2.0, 2.2, 62, 90, 0), Note(2.0, 2.8, 62, 70, 0),       # unison onset: longer kept
+             Note(0.2, 0.9, 60, 90, 40)]                                 # other program: untouched
+    fixed = resolve_overlaps(notes)
+    assert sorted((n.onset, n.offset, n.pitch, n.program) for n in fixed) == [
+        (0.0, 0.5, 60, 0), (0.2, 0.9, 60, 40), (0.5, 1.5, 60, 0), (2.0, 2.8, 62, 0)]
+    back = decode_segments(encode_segments(notes))
+    assert sorted((n.onset, n.offset, n.pitch, n.program) for n in back) == sorted(
+        (n.onset, n.offset, n.pitch, n.program) for n in fixed)
