@@ -97,8 +97,8 @@ GAITS = {  # step period, swing time (toe base off the floor), pelvis height, bo
     "walk_backward": dict(Ts=0.55, Tsw=0.55, height=0.87, bob=0.01, lift=0.08, bend=-0.03, arm=0.06),
     "side_step": dict(Ts=0.50, Tsw=0.40, height=0.88, bob=0.01, lift=0.08, bend=0.0, arm=0.0, width=0.16),
     "crouch_walk": dict(Ts=0.60, Tsw=0.50, height=0.70, bob=0.01, lift=0.10, bend=0.35, arm=0.05),
-    "turn": dict(Ts=0.45, Tsw=0.40, height=0.89, bob=0.0, lift=0.06, bend=0.0, arm=0.03),
-    "spin": dict(Ts=0.32, Tsw=0.30, height=0.88, bob=0.0, lift=0.07, bend=0.0, arm=0.08),
+    "turn": dict(Ts=0.45, Tsw=0.40, height=0.89, bob=0.0, lift=0.09, bend=0.0, arm=0.03),
+    "spin": dict(Ts=0.32, Tsw=0.30, height=0.88, bob=0.0, lift=0.09, bend=0.0, arm=0.08),
 }
 
 
