@@ -19,10 +19,10 @@ ATTACK, RELEASE, DECAY = 0.01, 0.05, 0.6       # seconds (DECAY: exponential tim
 def sine_synth(notes: list[Note], seconds: float | None = None, seed: int = 0) -> np.ndarray:
     """(n,) float32 audio at 16 kHz; `seconds` defaults to the last note's end plus the release."""
     end = max((n.offset for n in notes), default=0.0) + RELEASE if seconds is None else seconds
-    out = np.zeros(int(round(end * SAMPLE_RATE)), np.float64)
+    out = np.zeros(round(end * SAMPLE_RATE), np.float64)
     rng = np.random.default_rng(seed)
     for n in notes:
-        s = int(round(n.onset * SAMPLE_RATE))
+        s = round(n.onset * SAMPLE_RATE)
         if s >= len(out):
             continue
         gain = (n.velocity / 127) ** 2

@@ -161,7 +161,7 @@ def load_audio(path) -> np.ndarray:
         raise AudioError(f"{path}: the file is empty (0 bytes). Give a WAV/FLAC/OGG recording.")
     try:
         audio, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as err:  # soundfile raises LibsndfileError / RuntimeError for non-audio
+    except Exception as err:  # noqa: BLE001  soundfile raises LibsndfileError / RuntimeError for non-audio
         raise AudioError(f"{path}: not a readable audio file ({err}). Give a WAV/FLAC/OGG recording.") from None
     if audio.shape[0] == 0:
         raise AudioError(f"{path}: the audio has no samples (zero length). Give a non-empty recording.")

@@ -21,7 +21,6 @@ import io
 import json
 import logging
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -34,10 +33,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .codec import (DB_MAX, DB_MIN, HOP, N_MELS, SAMPLE_RATE, SEGMENT_FRAMES, AudioError, atomic_write,
-                    audio_to_mel, load_audio)
-from .notes import VOCAB, MidiError, Note, encode_segments, n_segments, notes_from_pretty_midi, pad_tokens
-from .notes import read_midi, resolve_overlaps, write_midi
+from .codec import (
+    DB_MAX,
+    DB_MIN,
+    HOP,
+    N_MELS,
+    SAMPLE_RATE,
+    SEGMENT_FRAMES,
+    AudioError,
+    atomic_write,
+    audio_to_mel,
+    load_audio,
+)
+from .notes import (
+    VOCAB,
+    MidiError,
+    Note,
+    encode_segments,
+    n_segments,
+    notes_from_pretty_midi,
+    pad_tokens,
+    read_midi,
+    resolve_overlaps,
+    write_midi,
+)
 
 log = logging.getLogger("polydiff.audio")
 
@@ -181,7 +200,7 @@ def render_midi(midi_path, soundfont=SOUNDFONT) -> np.ndarray:
         wav = Path(tmp) / "render.wav"
         cmd = [exe, "-ni", "-q", "-g", "0.5", "-r", str(SAMPLE_RATE), "-F", str(wav), str(soundfont),
                str(midi_path)]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
         if res.returncode != 0 or not wav.is_file():
             raise CorpusError(f"fluidsynth failed on {midi_path}: {res.stderr.strip()[-500:]}")
         audio = load_audio(wav)
@@ -223,18 +242,23 @@ def _open_cache(output: Path, seed: int, source: str, max_tokens: int, max_secon
     return output
 
 
+def _savez(path, **arrays) -> None:
+    with open(path, "wb") as f:                 # a file object: np.savez would append .npz to a name
+        np.savez(f, **arrays)
+
+
 def _store_piece(out: Path, meta: dict, notes: list[Note], audio: np.ndarray, max_tokens: int) -> dict:
     key = piece_key(meta["id"])
     pieces = out / "pieces"
     mel, tokens, truncated = segment(audio, notes, max_tokens)
     write_midi(notes, pieces / f"{key}.mid")
-    atomic_write(pieces / f"{key}.npz", lambda tmp: np.savez(open(tmp, "wb"), mel=mel, tokens=tokens))
+    atomic_write(pieces / f"{key}.npz", lambda tmp: _savez(tmp, mel=mel, tokens=tokens))
     if meta["split"] != "train":
         import soundfile as sf
 
         atomic_write(pieces / f"{key}.flac",
                       lambda tmp: sf.write(tmp, np.clip(audio, -1, 1), SAMPLE_RATE, format="FLAC"))
-    meta.update(key=key, seconds=round(len(audio) / SAMPLE_RATE, 3), n_segments=int(len(mel)),
+    meta.update(key=key, seconds=round(len(audio) / SAMPLE_RATE, 3), n_segments=len(mel),
                 n_notes=len(notes), truncated_segments=truncated)
     _write_json(pieces / f"{key}.json", meta)
     return meta
@@ -277,7 +301,7 @@ def build_data(output=DEFAULT_CACHE, max_pieces: int | None = None, seed: int = 
                 audio = render_midi(mid)
         except CorpusError:
             raise
-        except Exception as err:  # music21 / MIDI conversion failures of single pieces are skipped
+        except Exception as err:  # noqa: BLE001  music21 / MIDI conversion failures of single pieces are skipped
             log.warning("skipping %s: %s: %s", pid, type(err).__name__, err)
             _write_json(out / "pieces" / f"{key}.json", {**meta, "key": key, "error": f"{type(err).__name__}: {err}"})
             continue

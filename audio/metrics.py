@@ -121,7 +121,7 @@ def seam_ratio(audio, seam_times, window: int = 4) -> float:
     flux = spectral_flux(audio)
     T = len(flux)
     pooled = np.array([flux[max(0, t - 1): t - 1 + window].max() for t in range(1, T - window + 2)])
-    joins = [int(round(s * FRAMES_PER_SECOND)) for s in seam_times]
+    joins = [round(s * FRAMES_PER_SECOND) for s in seam_times]
     joins = [j for j in joins if 1 <= j < len(pooled)]
     if not joins:
         raise ValueError("seam_ratio: no seam time falls inside the audio.")
@@ -140,7 +140,7 @@ def velocity_loudness_correlation(audio, notes: list[Note], window: float = 0.08
     groups: dict[int, int] = {}
     for n in notes:
         if not n.is_drum:
-            k = int(round(n.onset * 50))
+            k = round(n.onset * 50)
             groups[k] = max(groups.get(k, 0), n.velocity)
     vel, level = [], []
     w = int(window * SAMPLE_RATE)

@@ -95,7 +95,7 @@ class Vocab:
         return 0 if velocity <= 0 else min(self.velocity_bins, math.ceil(velocity * self.velocity_bins / 127))
 
     def bin_to_velocity(self, b: int) -> int:
-        return 0 if b <= 0 else int(round((b - 0.5) * 127 / self.velocity_bins))
+        return 0 if b <= 0 else round((b - 0.5) * 127 / self.velocity_bins)
 
     def describe(self, token: int) -> str:
         """Human-readable name of one token (for debugging and docs)."""
@@ -122,7 +122,7 @@ def read_midi(path) -> list[Note]:
         raise MidiError(f"{path}: the file is empty (0 bytes), not a MIDI file. Export the MIDI again.")
     try:
         pm = pretty_midi.PrettyMIDI(str(path))
-    except Exception as err:  # mido/pretty_midi raise many types (OSError, EOFError, KeyError, ValueError)
+    except Exception as err:  # noqa: BLE001  mido/pretty_midi raise many types (OSError, EOFError, KeyError, ValueError)
         raise MidiError(f"{path}: not a readable Standard MIDI File ({type(err).__name__}: {err}). "
                         "Give a .mid/.midi file written by a sequencer or notation program.") from None
     notes = notes_from_pretty_midi(pm)
@@ -193,8 +193,8 @@ def quantize(notes: list[Note]) -> list[tuple[int, int, int, int, int, bool]]:
     and same-key overlaps are resolved."""
     out = []
     for n in notes:
-        on = int(round(n.onset / STEP_SECONDS))
-        off = max(int(round(n.offset / STEP_SECONDS)), on + 1)
+        on = round(n.onset / STEP_SECONDS)
+        off = max(round(n.offset / STEP_SECONDS), on + 1)
         out.append((on, off, n.pitch, n.velocity, 0 if n.is_drum else n.program, n.is_drum))
     return _resolve(out, lambda n: n[0], lambda n: n[1], lambda n: None if n[5] else (n[4], n[2]),
                     lambda n, t: (n[0], t, *n[2:]))

@@ -4,9 +4,19 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
-from polydiff.audio.codec import (DB_MAX, DB_MIN, HOP, SAMPLE_RATE, SEGMENT_FRAMES, AudioError, GriffinLim,
-                                  audio_to_mel, load_audio, write_spectrogram_png, write_wav)
+from polydiff.audio.codec import (
+    DB_MAX,
+    DB_MIN,
+    HOP,
+    SAMPLE_RATE,
+    SEGMENT_FRAMES,
+    AudioError,
+    GriffinLim,
+    audio_to_mel,
+    load_audio,
+    write_spectrogram_png,
+    write_wav,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -91,6 +101,6 @@ def test_writers_are_atomic_and_leave_no_temp_files(tmp_path):
     assert (tmp_path / "x.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png", "x.wav"]
     # a failing write leaves nothing behind
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):
         write_wav(tmp_path / "y.wav", np.zeros((2, 2, 2)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png", "x.wav"]

@@ -12,11 +12,19 @@ import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
-
 from polydiff.audio.codec import SEGMENT_FRAMES, audio_to_mel, load_audio
-from polydiff.audio.corpus import (SOUNDFONT, AudioSegments, CorpusError, arrange, build_data,
-                                   build_from_folder, corpus_piece_ids, find_aligned_pairs, render_midi,
-                                   split_of)
+from polydiff.audio.corpus import (
+    SOUNDFONT,
+    AudioSegments,
+    CorpusError,
+    arrange,
+    build_data,
+    build_from_folder,
+    corpus_piece_ids,
+    find_aligned_pairs,
+    render_midi,
+    split_of,
+)
 from polydiff.audio.metrics import note_onset_f1
 from polydiff.audio.notes import STEP_SECONDS, Note, decode_segments, read_midi, write_midi
 from polydiff.audio.plugin import cli
@@ -101,7 +109,7 @@ def test_build_two_tiny_pieces(tmp_path):
     n = next(p["n_segments"] for p in index["pieces"] if p["split"] == "train")
     assert len(ds) == n >= 2
     mel0, tok0, ctx0 = ds[0]
-    mel1, _, ctx1 = ds[1]
+    _, _, ctx1 = ds[1]
     assert torch.all(ctx0 == -1) and torch.equal(ctx1, mel0) and tok0.dtype == torch.int64
     assert mel0.shape == (128, 256) and -1 <= mel0.min() and mel0.max() <= 1
     with pytest.raises(CorpusError, match="no val pieces"):

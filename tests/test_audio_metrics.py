@@ -5,11 +5,16 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from polydiff.audio.baseline import sine_synth
 from polydiff.audio.codec import SAMPLE_RATE
-from polydiff.audio.metrics import (all_metrics, chroma_cosine, note_onset_f1, onset_f1, seam_ratio,
-                                    velocity_loudness_correlation)
+from polydiff.audio.metrics import (
+    all_metrics,
+    chroma_cosine,
+    note_onset_f1,
+    onset_f1,
+    seam_ratio,
+    velocity_loudness_correlation,
+)
 from polydiff.audio.notes import Note
 
 

@@ -2,9 +2,17 @@
 
 import numpy as np
 import pytest
-
-from polydiff.audio.notes import (STEP_SECONDS, VOCAB, MidiError, Note, Vocab, decode_segments,
-                                  encode_segments, read_midi, write_midi)
+from polydiff.audio.notes import (
+    STEP_SECONDS,
+    VOCAB,
+    MidiError,
+    Note,
+    Vocab,
+    decode_segments,
+    encode_segments,
+    read_midi,
+    write_midi,
+)
 
 
 def test_vocab_ranges_tile_the_id_space():

@@ -1,0 +1,80 @@
+"""Codec ceiling and trivial baseline on held-out test pieces of the audio corpus.
+
+For each of a few test-split pieces (built into a small cache if missing), the first SECONDS of the
+FluidSynth render are the ground truth. Rows:
+  ground truth      the render against itself (sanity: perfect scores)
+  codec ceiling     ground-truth mel -> Griffin-Lim (whole piece, no seams) -> audio
+  GL per segment    the same, but each 5.12 s segment vocoded alone and concatenated (what seams cost)
+  sine baseline     additive sine synth of the notes (audio.baseline)
+Metrics as in polydiff.audio.metrics; seam ratio at the 5.12 s joins. Means over pieces.
+
+    .venv/bin/python benchmarks/audio_ceiling.py --pieces 3 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from polydiff.audio.baseline import sine_synth
+from polydiff.audio.codec import SAMPLE_RATE, SEGMENT_FRAMES, GriffinLim, audio_to_mel, load_audio
+from polydiff.audio.corpus import build_data, corpus_piece_ids, split_of
+from polydiff.audio.metrics import all_metrics
+from polydiff.audio.notes import read_midi
+
+SEGMENT_SECONDS = SEGMENT_FRAMES / 50
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pieces", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--cache", type=Path, default=Path(".cache/audio_bench_test"))
+    ap.add_argument("--gl-iters", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    ids = [i for i in corpus_piece_ids() if split_of(i) == "test"][: args.pieces + 3]
+    index = build_data(args.cache, piece_ids=ids, seed=0, max_seconds=args.seconds + 2, splits=("test",))
+    pieces = [p for p in index["pieces"] if p["seconds"] >= args.seconds][: args.pieces]
+    n = int(args.seconds * SAMPLE_RATE)
+    seams = [SEGMENT_SECONDS * k for k in range(1, int(args.seconds / SEGMENT_SECONDS) + 1)
+             if SEGMENT_SECONDS * k < args.seconds - 0.5]
+    rows: dict[str, list[dict]] = {}
+    gl = GriffinLim(n_iter=args.gl_iters)
+    gl_time = 0.0
+    for p in pieces:
+        key = args.cache / "pieces" / p["key"]
+        ref = load_audio(f"{key}.flac")[:n]
+        notes = [x for x in read_midi(f"{key}.mid") if x.onset < args.seconds]
+        mel = audio_to_mel(ref)
+        t = time.perf_counter()
+        whole = gl.mel_to_audio(mel).numpy()
+        gl_time += time.perf_counter() - t
+        per_seg = np.concatenate([gl.mel_to_audio(mel[:, s: s + SEGMENT_FRAMES]).numpy()
+                                  for s in range(0, mel.shape[1], SEGMENT_FRAMES)])
+        for name, audio in (("ground truth", ref), (f"codec ceiling (GL {args.gl_iters})", whole),
+                            ("GL per segment", per_seg), ("sine baseline", sine_synth(notes, args.seconds))):
+            rows.setdefault(name, []).append(all_metrics(audio, ref, notes, seams))
+        print(f"  {p['id']}: {p['family']}, programs {p['programs']}, tempo x{p['tempo_factor']:.2f}, "
+              f"transpose {p['transpose']:+d}", flush=True)
+
+    cols = ["mel_l1", "lsd_db", "mr_stft", "chroma_cos", "onset_f1", "seam_ratio", "vel_loud_r"]
+    print(f"\n{len(pieces)} held-out test pieces x {args.seconds:.0f} s; means over pieces "
+          "(lower is better for the first three)")
+    print(f"| {'system':<24} | " + " | ".join(f"{c:>10}" for c in cols) + " |")
+    print("|" + "-" * 26 + "|" + "|".join("-" * 12 for _ in cols) + "|")
+    for name, ms in rows.items():
+        vals = [np.nanmean([m[c] for m in ms]) for c in cols]
+        print(f"| {name:<24} | " + " | ".join(f"{v:>10.3f}" for v in vals) + " |")
+    secs = len(pieces) * args.seconds
+    print(f"\nGriffin-Lim ({args.gl_iters} iterations, {args.threads} thread): {gl_time:.1f} s for {secs:.0f} s "
+          f"of audio, real-time factor {gl_time / secs:.3f}")
+
+
+if __name__ == "__main__":
+    main()
