@@ -8,8 +8,8 @@ import torch
 import trimesh
 
 from polydiff.threed.io import OutputError
-from polydiff.threed.mesh import (EmptyFieldError, auto_threshold, density_grid, export_mesh, extract_mesh,
-                                  grid_to_mesh, turntable)
+from polydiff.threed.mesh import (EmptyFieldError, density_grid, export_mesh, extract_mesh, grid_to_mesh,
+                                  hidden_depth_grid, turntable)
 
 
 class SoftBall:
@@ -56,9 +56,10 @@ def rendered_radius(k, s, incidence_deg, r0=0.5):
 
 
 def test_auto_threshold_recovers_the_rendered_surface():
-    """The auto level puts the mesh where the renderer sees the surface: between the head-on (0 deg)
-    and the 60 deg crossing radius, for a ball of any density scale. A fixed level cannot: the same
-    constant lands outside that band for one of these balls."""
+    """The surface rule puts the mesh where the renderer sees the surface: between the head-on (0 deg)
+    and the 60 deg crossing radius (axis rays meet a sphere at up to 54.7 deg), for a ball of any
+    density scale. A fixed density level cannot: the same constant lands outside that band for one of
+    these balls."""
     voxel = 2 / 63
     for k, s in ((100.0, 0.01), (1000.0, 0.01), (20.0, 0.05)):
         mesh, level = extract_mesh(SoftBall(k, s), resolution=64)
@@ -69,6 +70,20 @@ def test_auto_threshold_recovers_the_rendered_surface():
     bands = [(rendered_radius(k, s, 0), rendered_radius(k, s, 60)) for k, s in
              ((100.0, 0.01), (1000.0, 0.01), (20.0, 0.05))]
     assert any(not lo - voxel / 4 < r < hi + voxel / 4 for r, (lo, hi) in zip(fixed, bands))
+
+
+def test_a_dense_skin_gives_a_solid_mesh():
+    """Density only in a shell 0.45 < r < 0.5 (as a field fitted to images may be): the renders show a
+    ball, and so does the mesh: solid, watertight, one component, the volume of the r = 0.5 ball."""
+    shell = lambda x: 200.0 * ((x.norm(dim=-1) > 0.45) & (x.norm(dim=-1) < 0.5)).float()
+    mesh = grid_to_mesh(hidden_depth_grid(shell, 64))
+    assert mesh.is_watertight and len(mesh.split(only_watertight=False)) == 1
+    assert abs(mesh.volume / (4 / 3 * math.pi * 0.5 ** 3) - 1) < 0.05
+    # a torus keeps its hole: the axis rays through the hole see nothing
+    torus = lambda x: 200.0 * ((torch.stack([x[:, [0, 2]].norm(dim=-1) - 0.4, x[:, 1]], -1).norm(dim=-1) < 0.15)
+                               .float())
+    t = grid_to_mesh(hidden_depth_grid(torus, 64))
+    assert t.is_watertight and t.euler_number == 0                      # genus one
 
 
 def test_cleanup_drops_floaters_and_keeps_large_parts():
@@ -94,7 +109,7 @@ def test_bad_outputs_and_empty_fields_raise_clear_errors(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
     empty = lambda x: torch.zeros(len(x))
     with pytest.raises(EmptyFieldError, match="empty"):
-        grid_to_mesh(density_grid(empty, 16))
+        grid_to_mesh(hidden_depth_grid(empty, 16))
 
 
 def test_turntable_writes_a_gif_and_a_grid(tmp_path):

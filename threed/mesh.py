@@ -1,13 +1,16 @@
 """From a density field to a coloured triangle mesh on disk, and a turntable preview.
 
-Threshold rule (no hand-tuned constant): the mesh surface is put where the volume renderer puts it.
-Parallel rays are cast through the field from many random directions; along each ray that becomes opaque,
-the point where the transmittance falls to 1/2 (optical depth ln 2: the median of the ray's
-termination distribution, i.e. its median depth) is found, and the density there is read. The
-iso-level is the median of those densities over rays. For a sharp surface this is close to where the
-density jumps; for a soft field it follows how soft the field is, so the mesh stays where the images
-showed the object. (Rays meeting the surface obliquely cross ln 2 a little further out, so on a soft
-surface the level sits between the head-on and the grazing crossing; tests/test_threed_mesh.py bounds it.)
+Surface rule (no hand-tuned density threshold): the mesh is put where the volume renderer puts the
+surface. For every grid point, the optical depth from outside is integrated along the six axis
+directions (tau = int sigma ds from the box face to the point); the point is inside when it is past
+the median depth of every one of those rays, i.e. min over directions of tau >= ln 2 (transmittance
+1/2). Marching cubes runs on that min-optical-depth grid at ln 2. So:
+- a sharp surface is meshed where its density jumps, a soft one where the renders see it, whatever
+  the density scale (a fixed density level is right for one scale only; tests/test_threed_mesh.py);
+- what lies behind the visible surface from every axis direction is solid, so a field that is dense
+  only in a skin (images never see its inside) still gives a solid, watertight mesh; concavities open
+  to an axis direction (a torus hole) stay open. (Concavities visible only obliquely are filled.)
+A density `level` can still be given by hand; then cavities enclosed by the solid are filled.
 
 Marching cubes (skimage) runs on the grid padded with zeros, so a shape touching the box still gives
 a closed mesh. Clean-up merges duplicate vertices, drops degenerate faces and keeps the connected
@@ -25,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import trimesh
+from scipy.ndimage import binary_fill_holes
 from skimage.measure import marching_cubes
 
 from .cameras import orbit_cameras
@@ -47,45 +51,21 @@ def density_grid(density_fn, resolution: int = 64, bound: float = 1.0, chunk: in
     return torch.cat([density_fn(p) for p in pts.split(chunk)]).reshape(resolution, resolution, resolution)
 
 
-def sample_grid(grid: torch.Tensor, pts: torch.Tensor, bound: float) -> torch.Tensor:
-    """Trilinear density at pts (N, 3) from a grid indexed [x, y, z]; zero outside."""
-    vol = grid.permute(2, 1, 0)[None, None]                           # grid_sample wants (z, y, x)
-    u = (pts / bound).reshape(1, -1, 1, 1, 3)
-    return F.grid_sample(vol, u, mode="bilinear", padding_mode="zeros", align_corners=True).reshape(-1)
-
-
-def auto_threshold(density_fn, bound: float = 1.0, n_rays: int = 2048, n_samples: int = 256,
-                   seed: int = 0) -> float:
-    """The median, over rays that become opaque, of the density where transmittance reaches 1/2.
-
-    density_fn: (N, 3) -> (N,), the continuous field (not its grid, whose trilinear smear would move
-    the level on an under-resolved surface)."""
-    g = torch.Generator().manual_seed(seed)
-    d = F.normalize(torch.randn(n_rays, 3, generator=g), dim=-1)           # parallel rays, random directions
-    helper = torch.where(d[:, :1].abs() < 0.9, torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[0.0, 1.0, 0.0]]))
-    e1 = F.normalize(torch.linalg.cross(d, helper, dim=-1), dim=-1)
-    e2 = torch.linalg.cross(d, e1, dim=-1)
-    uv = (torch.rand(n_rays, 2, generator=g) * 2 - 1) * bound
-    length = 2 * math.sqrt(3) * bound
-    origin = -0.5 * length * d + uv[:, :1] * e1 + uv[:, 1:] * e2
-    t = (torch.arange(n_samples) + 0.5) / n_samples * length
-    pts = (origin[:, None] + d[:, None] * t[None, :, None]).reshape(-1, 3)  # (R * S, 3)
-    with torch.no_grad():
-        sigma = torch.cat([density_fn(p) for p in pts.split(65536)]).float()
-    sigma = torch.where((pts.abs() <= bound).all(-1), sigma, torch.zeros_like(sigma)).reshape(n_rays, n_samples)
-    tau = torch.cumsum(sigma * (length / n_samples), dim=1)
-    crosses = tau[:, -1] >= math.log(2.0)
-    if crosses.sum() < 8:
-        raise EmptyFieldError("the field is (almost) empty: no ray becomes half opaque, so there is no "
-                              "surface to mesh; train longer or check the density scale")
-    tau, sigma = tau[crosses], sigma[crosses]
-    i = torch.argmax((tau >= math.log(2.0)).int(), dim=1)                   # first sample past ln 2
-    prev_tau = torch.where(i > 0, tau.gather(1, (i - 1).clamp(min=0)[:, None])[:, 0], torch.zeros_like(i, dtype=tau.dtype))
-    cur_tau = tau.gather(1, i[:, None])[:, 0]
-    frac = ((math.log(2.0) - prev_tau) / (cur_tau - prev_tau).clamp(min=1e-12)).clamp(0, 1)
-    prev_sigma = torch.where(i > 0, sigma.gather(1, (i - 1).clamp(min=0)[:, None])[:, 0], torch.zeros_like(frac))
-    level = prev_sigma + frac * (sigma.gather(1, i[:, None])[:, 0] - prev_sigma)
-    return float(level.median())
+def hidden_depth_grid(density_fn, resolution: int = 64, bound: float = 1.0, supersample: int = 2) -> torch.Tensor:
+    """min over the six axis directions of the optical depth from the box face to each grid point,
+    (R, R, R) indexed [x, y, z]; integrated by the trapezoid rule on a `supersample` times finer grid."""
+    fine = (resolution - 1) * supersample + 1
+    sigma = density_grid(density_fn, fine, bound).double()
+    h = 2 * bound / (fine - 1)
+    best = None
+    for dim in range(3):
+        for flip in (False, True):
+            s = sigma.flip(dim) if flip else sigma
+            seg = 0.5 * (s.narrow(dim, 0, fine - 1) + s.narrow(dim, 1, fine - 1)) * h
+            tau = torch.cat([torch.zeros_like(s.narrow(dim, 0, 1)), seg.cumsum(dim)], dim)
+            tau = tau.flip(dim) if flip else tau
+            best = tau if best is None else torch.minimum(best, tau)
+    return best[::supersample, ::supersample, ::supersample].float()
 
 
 def clean_mesh(mesh: trimesh.Trimesh, keep_fraction: float = 0.1) -> trimesh.Trimesh:
@@ -105,18 +85,23 @@ def clean_mesh(mesh: trimesh.Trimesh, keep_fraction: float = 0.1) -> trimesh.Tri
 
 @torch.no_grad()
 def grid_to_mesh(grid: torch.Tensor, bound: float = 1.0, level: float | None = None, color_fn=None,
-                 keep_fraction: float = 0.1) -> trimesh.Trimesh:
-    """Marching cubes on a density grid [x, y, z] over [-bound, bound]^3 at `level` (auto when None:
-    from the grid's own trilinear field; pass the level from the continuous field when there is one).
+                 keep_fraction: float = 0.1, fill_cavities: bool = True) -> trimesh.Trimesh:
+    """Marching cubes on a grid [x, y, z] over [-bound, bound]^3 at `level`, inside where grid > level.
 
-    color_fn: (N, 3) points -> (N, 3) albedo in [0, 1], or None for a grey mesh."""
+    Pass the `hidden_depth_grid` with level ln 2 (the default when level is None), or a density grid
+    with a density level. color_fn: (N, 3) points -> (N, 3) albedo in [0, 1], or None for a grey mesh."""
     if level is None:
-        level = auto_threshold(lambda p: sample_grid(grid.float(), p, bound), bound)
+        level = math.log(2.0)
     res = grid.shape[0]
     vol = np.pad(grid.cpu().numpy().astype(np.float32), 1, constant_values=0.0)
     if not vol.min() < level < vol.max():
-        raise EmptyFieldError(f"iso-level {level:.4g} is outside the density range "
-                              f"[{vol.min():.4g}, {vol.max():.4g}]: no surface at this level")
+        raise EmptyFieldError(f"the field is empty at level {level:.4g} (values in [{vol.min():.4g}, "
+                              f"{vol.max():.4g}]): no surface to mesh; train longer or check the density scale")
+    if fill_cavities:
+        # voids enclosed by the solid are seen from no viewpoint, so they are not part of the object
+        solid = vol > level
+        cavity = binary_fill_holes(solid) & ~solid
+        vol[cavity] = max(2.0 * level, level + 1.0)
     spacing = 2 * bound / (res - 1)
     verts, faces, _, _ = marching_cubes(vol, level=level, spacing=(spacing,) * 3)
     verts = verts - bound - spacing                                          # undo the padding offset
@@ -131,11 +116,17 @@ def grid_to_mesh(grid: torch.Tensor, bound: float = 1.0, level: float | None = N
 
 
 def extract_mesh(field, resolution: int = 64, level: float | None = None, keep_fraction: float = 0.1):
-    """Field -> cleaned, coloured mesh. Returns (mesh, level used)."""
-    grid = density_grid(field.density, resolution, field.bound)
+    """Field -> cleaned, coloured mesh, by the surface rule above (or at a density `level` if given).
+    Returns (mesh, level) where level is ln 2 in optical depth, or the density level given."""
+    params = list(field.parameters()) if hasattr(field, "parameters") else []
+    dev = params[0].device if params else torch.device("cpu")
+    density = lambda p: field.density(p.to(dev)).cpu()                      # points are made on the CPU
+    albedo = lambda p: field.albedo(p.to(dev)).cpu()
     if level is None:
-        level = auto_threshold(field.density, field.bound)
-    mesh = grid_to_mesh(grid, field.bound, level, color_fn=lambda p: field.albedo(p), keep_fraction=keep_fraction)
+        grid, level = hidden_depth_grid(density, resolution, field.bound), math.log(2.0)
+    else:
+        grid = density_grid(density, resolution, field.bound)
+    mesh = grid_to_mesh(grid, field.bound, level, color_fn=albedo, keep_fraction=keep_fraction)
     return mesh, level
 
 
