@@ -16,31 +16,31 @@ import argparse
 import os
 import platform
 import time
+from functools import partial
 
 import torch
-
 from polydiff.core.conditioning import Condition
 from polydiff.core.transformer import DiT
 from polydiff.core.unet import UNet1D, UNet2D
 
 COND_DIM, COND_LEN = 384, 16
 
-# name -> (constructor, kwargs, input shape of one sample, batch size)
+# name -> (constructor at the stated size, input shape of one sample, batch size)
 BACKBONES = {
-    "UNet1D mel 128x256": (UNet1D, dict(in_channels=128, channels=128, channel_mult=(1, 2, 2), num_res_blocks=2,
-                                        attn_levels=(2,), cond_dim=COND_DIM, pooled_dim=COND_DIM), (128, 256), 16),
-    "UNet2D image 3x32x32": (UNet2D, dict(in_channels=3, channels=64, channel_mult=(1, 2, 2), num_res_blocks=2,
-                                          attn_levels=(2,), cond_dim=COND_DIM, pooled_dim=COND_DIM), (3, 32, 32), 16),
-    "DiT seq 128x256 p2": (DiT, dict(in_channels=128, dim=256, depth=6, heads=4, patch_size=2,
-                                     cond_dim=COND_DIM, pooled_dim=COND_DIM), (128, 256), 16),
-    "DiT image 3x32x32 p2": (DiT, dict(in_channels=3, dim=256, depth=6, heads=4, patch_size=2, image=True,
-                                       cond_dim=COND_DIM, pooled_dim=COND_DIM), (3, 32, 32), 16),
+    "UNet1D mel 128x256": (partial(UNet1D, in_channels=128, channels=128, channel_mult=(1, 2, 2), num_res_blocks=2,
+                                   attn_levels=(2,), cond_dim=COND_DIM, pooled_dim=COND_DIM), (128, 256), 16),
+    "UNet2D image 3x32x32": (partial(UNet2D, in_channels=3, channels=64, channel_mult=(1, 2, 2), num_res_blocks=2,
+                                     attn_levels=(2,), cond_dim=COND_DIM, pooled_dim=COND_DIM), (3, 32, 32), 16),
+    "DiT seq 128x256 p2": (partial(DiT, in_channels=128, dim=256, depth=6, heads=4, patch_size=2,
+                                   cond_dim=COND_DIM, pooled_dim=COND_DIM), (128, 256), 16),
+    "DiT image 3x32x32 p2": (partial(DiT, in_channels=3, dim=256, depth=6, heads=4, patch_size=2, image=True,
+                                     cond_dim=COND_DIM, pooled_dim=COND_DIM), (3, 32, 32), 16),
 }
 
 
-def throughput(cls, kwargs, shape, batch, device, seconds, autocast_dtype=None):
+def throughput(build, shape, batch, device, seconds, autocast_dtype=None):
     torch.manual_seed(0)
-    net = cls(**kwargs).to(device).train()
+    net = build().to(device).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
     x0 = torch.randn(batch, *shape, device=device)
     cond = Condition(torch.randn(batch, COND_LEN, COND_DIM, device=device),
@@ -79,9 +79,10 @@ def throughput(cls, kwargs, shape, batch, device, seconds, autocast_dtype=None):
 
 def cpu_name() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or platform.machine()
@@ -103,13 +104,13 @@ def main():
     if torch.cuda.is_available():
         print(f"cuda: {torch.cuda.get_device_name()}")
     print(f"{'backbone':<24} {'params':>9} {'device':>6} {'dtype':>6} {'batch':>5} {'s/step':>8} {'samples/s':>10}")
-    for name, (cls, kwargs, shape, batch) in BACKBONES.items():
+    for name, (build, shape, batch) in BACKBONES.items():
         batch = args.batch or batch
         for dev in devices:
             device = torch.device(dev)
             settings = [("fp32", None)] + ([("bf16", torch.bfloat16)] if device.type == "cuda" else [])
             for label, dtype in settings:
-                params, rate, per_step = throughput(cls, kwargs, shape, batch, device, args.seconds, dtype)
+                params, rate, per_step = throughput(build, shape, batch, device, args.seconds, dtype)
                 print(f"{name:<24} {params / 1e6:>8.2f}M {device.type:>6} {label:>6} {batch:>5} "
                       f"{per_step:>8.3f} {rate:>10.1f}", flush=True)
 

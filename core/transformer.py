@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from polydiff.core.checkpoint import ModelMixin
 from polydiff.core.embeddings import NoiseEmbedding, sinusoidal_positions, sinusoidal_positions_2d
+from torch import nn
 
 
 class Attention(nn.Module):

@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from polydiff.core.checkpoint import ModelMixin
 from polydiff.core.embeddings import NoiseEmbedding
 from polydiff.core.transformer import Attention
+from torch import nn
 
 
 def _conv(dims: int, cin: int, cout: int, kernel: int = 3, stride: int = 1) -> nn.Module:

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from polydiff.core.conditioning import (
     ClassConditioner,
     Condition,

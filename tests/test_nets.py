@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from polydiff.core.conditioning import Condition
 from polydiff.core.embeddings import FourierEmbedding, NoiseEmbedding, sinusoidal, sinusoidal_positions
 from polydiff.core.transformer import Attention, DiT

@@ -4,7 +4,6 @@ import socket
 
 import pytest
 import torch
-
 from polydiff.core.text import TextEncoder, TextEncoderError, default_encoder_path
 
 
