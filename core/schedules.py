@@ -69,8 +69,11 @@ def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor
     fp endpoint gives inf inside its last interval and the exact left value on a knot."""
     shape = x.shape
     x = x.reshape(-1).clamp(xp[0], xp[-1])
-    # count of knots <= x (torch.searchsorted measured ~10 ms per call on a busy 2-core CPU)
-    hi = (xp <= x[:, None]).sum(1).clamp(1, len(xp) - 1)
+    if x.numel() * len(xp) <= 2**16:   # count knots <= x: torch.searchsorted takes ms on some inputs
+        hi = (xp <= x[:, None]).sum(1)     # (e.g. a descending run of knot values) on the CPU
+    else:
+        hi = torch.searchsorted(xp, x, right=True)
+    hi = hi.clamp(1, len(xp) - 1)
     lo = hi - 1
     w = (x - xp[lo]) / (xp[hi] - xp[lo])
     y = fp[lo] + w * (fp[hi] - fp[lo])
@@ -130,8 +133,12 @@ class DiscreteSchedule:
 
     def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=torch.float64)
-        grid, ls = self._tables(t.device)
-        return _interp(t, grid, ls).exp()
+        _, ls = self._tables(t.device)
+        t = t.clamp(0, len(ls) - 1)
+        lo = t.floor().clamp(max=len(ls) - 2).long()    # the knots are 0..T-1: no search needed
+        w = t - lo
+        y = ls[lo] + w * (ls[lo + 1] - ls[lo])
+        return torch.where(w == 0, ls[lo], torch.where(w == 1, ls[lo + 1], y)).exp()
 
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
         """Inverse of `t_to_sigma`, clamped to [0, T-1]; sigma = inf maps to the last timestep."""
