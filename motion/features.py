@@ -13,14 +13,18 @@ Layout of one frame (22 joints), as published:
 Pre-processing follows the reference `motion_representation.py`: retarget to the uniform skeleton (scale by
 leg length, IK then FK), put the lowest joint on the floor, move the first root xz to the origin, turn the
 first frame to face +Z (facing = up x (right hip - left hip + right shoulder - left shoulder)); the root
-facing used for the features is that direction smoothed by a Gaussian of sigma 20 frames, with the first
-frame forced to the identity. The per-bone rotations are HumanML3D's: for each chain, the shortest arc
+facing used for the features is the reference IK's facing (see `facing_direction`) smoothed by a
+Gaussian of sigma 20 frames, with the first frame forced to the identity (as the packaged fork of the
+reference does: the original keeps the smoothed facing there, which makes `recover_from_ric` return the
+motion turned by that small angle). The per-bone rotations are HumanML3D's: for each chain, the shortest arc
 from the raw rest direction of the bone to the observed one, relative to the previous bone of the chain
 (the first bone of a chain relative to the root facing).
 
 One deliberate difference: the reference takes arcsin of the y part of `r[t+1] * r[t]^-1` without
 fixing the quaternion's sign, which flips the sign of the angular velocity whenever the (half-angle)
-facing wraps around; we take the w >= 0 representative first. Elsewhere the numbers are the reference's.
+facing wraps around; we take the w >= 0 representative first. Elsewhere the numbers are the reference's, except that the
+uniform skeleton is ours (`skeleton.OFFSETS`, used by everything here), not the one the reference
+measures on HumanML3D clip 000021.
 
 What the representation loses: T frames give T - 1 feature rows (the last frame's velocity is unknown);
 the initial xz position, the initial facing and the floor height are normalised away; bone lengths are
@@ -36,7 +40,6 @@ import torch
 import torch.nn.functional as F
 
 from . import skeleton as sk
-from .kinematics import fit_offsets, forward_kinematics, inverse_kinematics
 from .rotations import matrix_to_6d, quat_between, quat_canonical, quat_conj, quat_mul, quat_rotate, quat_to_matrix
 
 FEATURE_DIM = 263
@@ -67,23 +70,35 @@ def _joints_tensor(joints) -> torch.Tensor:
     return j.to(torch.float64)
 
 
-def facing_direction(joints: torch.Tensor) -> torch.Tensor:
-    """Unit horizontal facing of each frame: (..., 22, 3) -> (..., 3)."""
+def facing_direction(joints: torch.Tensor, reference_ik: bool = False) -> torch.Tensor:
+    """Unit horizontal facing of each frame: (..., 22, 3) -> (..., 3), from up x across with
+    across = (right hip - left hip) + (right shoulder - left shoulder).
+
+    `reference_ik=True` reproduces the facing of the reference's IK (the root rotation inside the
+    features), which unpacks the hip indices the other way round: across = (left hip - right hip) +
+    (right shoulder - left shoulder). The shoulders are wider than the hips, so it still points forward,
+    but it follows the chest more than the pelvis; we keep it so our features match published ones."""
     r_hip, l_hip, r_sdr, l_sdr = sk.FACE_JOINTS
-    across = (joints[..., r_hip, :] - joints[..., l_hip, :]) + (joints[..., r_sdr, :] - joints[..., l_sdr, :])
+    hips = joints[..., r_hip, :] - joints[..., l_hip, :]
+    across = (-hips if reference_ik else hips) + (joints[..., r_sdr, :] - joints[..., l_sdr, :])
     across = F.normalize(across, dim=-1)
     fwd = torch.cross(joints.new_tensor(_UP).expand_as(across), across, dim=-1)
     return F.normalize(fwd, dim=-1)
 
 
 def uniform_skeleton(joints: torch.Tensor) -> torch.Tensor:
-    """Retarget (T, 22, 3) joints to this project's bone lengths: root scaled by the leg-length ratio,
-    rotations from IK on the source's own first-frame bone lengths, FK with `skeleton.OFFSETS`."""
-    src = fit_offsets(joints[:1].numpy())
-    src_leg = sum(np.linalg.norm(src[i]) for i in sk.LEG_SCALE_BONES)
-    tgt_leg = sum(sk.BONE_LENGTHS[i] for i in sk.LEG_SCALE_BONES)
-    local, root = inverse_kinematics(joints, offsets=src, refine_steps=0)
-    return forward_kinematics(local, root * (tgt_leg / src_leg))
+    """Retarget (T, 22, 3) joints to this project's bone lengths, as the reference's IK + FK does: every
+    bone keeps its direction and takes the target length; the root path is scaled by the ratio of leg
+    lengths (shin + thigh-to-ankle bones of the first frame)."""
+    src_len = (joints[0, 1:] - joints[0, list(sk.PARENTS[1:])]).norm(dim=-1)
+    tgt_len = joints.new_tensor(sk.BONE_LENGTHS)
+    legs = list(sk.LEG_SCALE_BONES)
+    scale = tgt_len[legs].sum() / src_len[[i - 1 for i in legs]].sum()
+    out = [joints[:, 0] * scale]
+    for c in range(1, sk.NUM_JOINTS):
+        bone = joints[:, c] - joints[:, sk.PARENTS[c]]
+        out.append(out[sk.PARENTS[c]] + F.normalize(bone, dim=-1) * tgt_len[c])
+    return torch.stack(out, dim=1)
 
 
 def canonicalize(joints, uniform: bool = False) -> torch.Tensor:
@@ -113,7 +128,7 @@ def _smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def root_facing_quat(joints: torch.Tensor, sigma: float = FACING_SIGMA) -> torch.Tensor:
     """HumanML3D's root rotation r[t] (T, 4): turns the (smoothed) facing of frame t to +Z; r[0] = 1."""
-    fwd = F.normalize(_smooth(facing_direction(joints), sigma), dim=-1)
+    fwd = F.normalize(_smooth(facing_direction(joints, reference_ik=True), sigma), dim=-1)
     q = quat_between(fwd, fwd.new_tensor([0.0, 0.0, 1.0]).expand_as(fwd))
     return torch.cat([q.new_tensor([[1.0, 0.0, 0.0, 0.0]]), q[1:]], dim=0)
 

@@ -60,6 +60,15 @@ def test_uniform_skeleton_keeps_our_skeleton_and_rescales_others():
     u = ft.uniform_skeleton(big)
     lengths = (u[:, 1:] - u[:, list(sk.PARENTS[1:])]).norm(dim=-1)
     np.testing.assert_allclose(lengths.numpy(), np.broadcast_to(sk.BONE_LENGTHS[1:], lengths.shape), atol=1e-9)
+    # every bone keeps its direction; a uniformly scaled body maps back onto ours, root path included
+    np.testing.assert_allclose(u.numpy(), joints.numpy(), atol=1e-9)
+    warped = joints.clone()
+    warped[:, 7:] += 0.05  # lengths change below the knees
+    u = ft.uniform_skeleton(warped)
+    d_in = warped[:, 1:] - warped[:, list(sk.PARENTS[1:])]
+    d_out = u[:, 1:] - u[:, list(sk.PARENTS[1:])]
+    cos = (d_in * d_out).sum(-1) / (d_in.norm(dim=-1) * d_out.norm(dim=-1))
+    assert (cos > 1 - 1e-12).all()
 
 
 def test_canonical_frame_and_what_is_lost():
