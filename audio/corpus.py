@@ -115,8 +115,9 @@ def piece_key(piece_id: str) -> str:
 
 
 # -- arranging a score ---------------------------------------------------------------------------
-def score_parts(piece_id: str) -> list[list[Note]]:
-    """Notes of each part of a music21 corpus score (an opus gives its first score)."""
+def score_parts(piece_id: str) -> tuple[list[list[Note]], np.ndarray, np.ndarray]:
+    """Notes of each part of a music21 corpus score (an opus gives its first score), and the score's
+    beat and downbeat times (s)."""
     import pretty_midi
     from music21 import corpus, midi, stream
 
@@ -128,7 +129,7 @@ def score_parts(piece_id: str) -> list[list[Note]]:
         data = midi.translate.streamToMidiFile(score).writestr()
         pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
     parts = [notes_from_pretty_midi(_single(inst)) for inst in pm.instruments if not inst.is_drum]
-    return [p for p in parts if p]
+    return [p for p in parts if p], pm.get_beats(), pm.get_downbeats()
 
 
 def _single(inst):
@@ -145,11 +146,42 @@ class Arrangement:
     family: str
     tempo_factor: float
     transpose: int
+    drums: bool = False
 
 
-def arrange(parts: list[list[Note]], rng: np.random.Generator, max_seconds: float = 120.0):
+DRUM_PROB = 0.2                                  # share of pieces (not choir / organ) given a drum kit
+KICK, SNARE, HAT = 36, 38, 42
+
+
+def drum_part(beats: np.ndarray, downbeats: np.ndarray, end: float, curve, rng) -> list[Note]:
+    """A plain kit on the score's beat grid: kick on the bar's first (and middle) beat, snare on the
+    other even beats, closed hi-hat on every beat and half-beat; velocities follow the dynamics."""
+    notes = []
+    bar_pos = np.searchsorted(downbeats, beats, side="right") - 1
+    index_in_bar = np.arange(len(beats)) - np.searchsorted(beats, downbeats[np.maximum(bar_pos, 0)])
+    beats_per_bar = np.bincount(np.maximum(bar_pos, 0)).max() if len(beats) else 4
+    for i, t in enumerate(beats):
+        if t >= end:
+            break
+        k = int(index_in_bar[i])
+        nxt = beats[i + 1] if i + 1 < len(beats) else t + (t - beats[i - 1] if i else 0.5)
+        hits = [(HAT, t, 0.75), (HAT, (t + nxt) / 2, 0.55)]
+        if k == 0 or (beats_per_bar == 4 and k == 2):
+            hits.append((KICK, t, 1.0))
+        elif k % 2 == 1:
+            hits.append((SNARE, t, 0.9))
+        for pitch, at, accent in hits:
+            if at < end:
+                vel = (35 + 80 * curve(at)) * accent + rng.normal(0, 5)
+                notes.append(Note(at, min(at + 0.1, end), pitch, int(np.clip(round(vel), 1, 127)), 0, True))
+    return notes
+
+
+def arrange(parts: list[list[Note]], rng: np.random.Generator, max_seconds: float = 120.0,
+            beats: np.ndarray | None = None, downbeats: np.ndarray | None = None):
     """Give each part a GM program (one family per piece, or a mix), stretch the tempo, transpose, and
-    shape velocities with a slow random dynamic curve plus per-note jitter (music21's are constant)."""
+    shape velocities with a slow random dynamic curve plus per-note jitter (music21's are constant).
+    With the score's beat grid, a share of pieces also gets a drum part."""
     family = str(rng.choice(list(FAMILIES) + ["mixed"]))
     order = np.argsort([-np.mean([n.pitch for n in p]) for p in parts])         # high to low register
     programs = [0] * len(parts)
@@ -179,8 +211,15 @@ def arrange(parts: list[list[Note]], rng: np.random.Generator, max_seconds: floa
             vel = 35 + 80 * curve(on) + part_gain + rng.normal(0, 6)
             notes.append(Note(on, off, n.pitch + shift, int(np.clip(round(vel), 1, 127)),
                               prog, False))
-    notes = sorted(resolve_overlaps(notes), key=lambda n: (n.onset, n.program, n.pitch))
-    return notes, Arrangement(programs, family, tempo, shift)
+    notes = resolve_overlaps(notes)
+    drums = (beats is not None and len(beats) > 1 and family not in ("choir", "organ")
+             and rng.random() < DRUM_PROB)
+    if drums:
+        end = min(max(n.offset for n in notes), max_seconds)
+        db = downbeats if downbeats is not None and len(downbeats) else beats[:1]
+        notes += drum_part(np.asarray(beats) / tempo, np.asarray(db) / tempo, end, curve, rng)
+    notes.sort(key=lambda n: (n.onset, n.is_drum, n.program, n.pitch))
+    return notes, Arrangement(programs, family, tempo, shift, bool(drums))
 
 
 # -- rendering -----------------------------------------------------------------------------------
@@ -289,11 +328,11 @@ def build_data(output=DEFAULT_CACHE, max_pieces: int | None = None, seed: int = 
             continue
         meta = {"id": pid, "split": split_of(pid), "source": "music21"}
         try:
-            parts = score_parts(pid)
+            parts, beats, downbeats = score_parts(pid)
             if not parts:
                 raise MidiError("no notes")
             rng = np.random.default_rng([seed, int(_hash01("arr:" + pid) * 2**32)])
-            notes, arr = arrange(parts, rng, max_seconds)
+            notes, arr = arrange(parts, rng, max_seconds, beats, downbeats)
             with tempfile.TemporaryDirectory() as tmp:
                 mid = Path(tmp) / "piece.mid"
                 write_midi(notes, mid)

@@ -104,3 +104,18 @@ def test_writers_are_atomic_and_leave_no_temp_files(tmp_path):
     with pytest.raises(ValueError):
         write_wav(tmp_path / "y.wav", np.zeros((2, 2, 2)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png", "x.wav"]
+
+
+def test_chunked_griffin_lim_leaves_no_seams_where_independent_segments_do():
+    from polydiff.audio.metrics import seam_ratio
+
+    t = np.arange(int(10.24 * SAMPLE_RATE)) / SAMPLE_RATE
+    x = sum(np.sin(2 * np.pi * f * t + 3 * np.sin(2 * np.pi * 0.5 * t)) for f in (220, 277, 330, 440))
+    x = (0.1 * x + 0.02 * np.random.default_rng(0).standard_normal(len(t))).astype(np.float32)
+    mel = audio_to_mel(x)                                                    # (128, 512)
+    chunked = GriffinLim(n_iter=32, chunk_frames=100, overlap=20).mel_to_audio(mel).numpy()
+    joins = [80 * k + d for k in range(1, 7) for d in (0, 10, 20)]           # chunk starts, fades, ends
+    assert seam_ratio(chunked, [j / 50 for j in joins]) < 1.2
+    alone = np.concatenate([GriffinLim(n_iter=32, seed=k).mel_to_audio(mel[:, s: s + 64]).numpy()
+                            for k, s in enumerate(range(0, 512, 64))])
+    assert seam_ratio(alone, [s / 50 for s in range(64, 512, 64)]) > 1.2

@@ -164,3 +164,22 @@ def test_bad_folders_give_clear_errors_and_write_nothing(tmp_path):
         with pytest.raises(CorpusError, match=needle):
             build_from_folder(folder, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_some_arrangements_get_a_drum_kit_on_the_beat_grid():
+    parts = [[Note(i * 0.5, i * 0.5 + 0.5, 60 + p * 5, 90) for i in range(32)] for p in range(3)]
+    beats, downbeats = np.arange(32) * 0.5, np.arange(8) * 2.0                   # 4/4 at 120 bpm
+    with_drums = 0
+    for s in range(30):
+        notes, arr = arrange(parts, np.random.default_rng([s, 2]), 60.0, beats, downbeats)
+        drums = [n for n in notes if n.is_drum]
+        assert bool(drums) == arr.drums and not (arr.drums and arr.family in ("choir", "organ"))
+        if drums:
+            with_drums += 1
+            grid = np.arange(64) * 0.25 / arr.tempo_factor                     # half-beat grid
+            assert all(np.abs(grid - n.onset).min() < 1e-9 for n in drums)
+            kicks = sorted(n.onset for n in drums if n.pitch == 36)
+            assert kicks[:2] == pytest.approx([0.0, 1.0 / arr.tempo_factor])   # beats 1 and 3
+            snares = sorted(n.onset for n in drums if n.pitch == 38)
+            assert snares[:2] == pytest.approx([0.5 / arr.tempo_factor, 1.5 / arr.tempo_factor])
+    assert 2 <= with_drums <= 15                                               # about DRUM_PROB of 30
