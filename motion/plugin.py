@@ -36,6 +36,23 @@ def build_data_cmd(output, clips, seed, overwrite):
     click.echo(str(out))
 
 
+@cli.command("convert")
+@click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
+@output_option(required=True, help="Output file: .bvh, .glb, .gltf, .npz, .gif or .mp4 (by extension).")
+@click.option("--fps", type=float, default=None, help="Frame rate (default: the source's, else 20).")
+@click.option("--no-foot-lock", is_flag=True, help="Skip the foot-lock clean-up before BVH / glTF export.")
+def convert_cmd(source, output, fps, no_foot_lock):
+    """Convert a motion file (.npz, .npy joints or 263-dim features, .bvh) to another format."""
+    from .export import MotionFileError, load_motion, save_motion
+
+    try:
+        joints, src_fps = load_motion(source)
+        out = save_motion(output, joints, fps=fps or src_fps, clean_feet=not no_foot_lock)
+    except MotionFileError as err:
+        raise click.UsageError(str(err)) from None
+    click.echo(str(out))
+
+
 plugin = Plugin(
     name="motion",
     help="Animate the 22-joint SMPL/HumanML3D skeleton from a sentence; edit and export (BVH, glTF).",

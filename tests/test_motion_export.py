@@ -105,3 +105,58 @@ def test_bad_inputs(tmp_path, clip):
                    "MOTION\nFrames: 2\nFrame Time: 0.05\n1 2 3\n")
     with pytest.raises(bvh.BVHError, match="3 motion values, expected 2 frames x 3 channels"):
         bvh.read_bvh(bad)
+
+
+# -- save_motion / load_motion / `polydiff motion convert` ----------------------------------------
+def test_save_and_load_every_format(tmp_path, clip):
+    from polydiff.motion import export
+
+    short = clip[:12]
+    for name in ("m.bvh", "m.npz", "m.glb", "m.gltf", "m.gif"):
+        path = export.save_motion(tmp_path / name, short, fps=20, clean_feet=False)
+        assert path.exists() and path.stat().st_size > 0
+    joints, fps = export.load_motion(tmp_path / "m.bvh")
+    assert fps == pytest.approx(20) and np.abs(joints - short).max() < 1e-3
+    joints, fps = export.load_motion(tmp_path / "m.npz")
+    assert np.abs(joints - short).max() < 1e-6
+    with np.load(tmp_path / "m.npz") as z:
+        assert z["features"].shape == (11, 263)
+        np.save(tmp_path / "f.npy", z["features"])
+    joints, _ = export.load_motion(tmp_path / "f.npy")  # features -> joints (canonical frame)
+    assert np.abs(joints - short[:-1]).max() < 1e-4
+
+
+def test_save_motion_bad_inputs_leave_nothing(tmp_path, clip):
+    from polydiff.motion import export
+
+    with pytest.raises(export.MotionFileError, match="unknown output extension '.fbx'"):
+        export.save_motion(tmp_path / "m.fbx", clip)
+    with pytest.raises(export.MotionFileError, match="fps must be positive"):
+        export.save_motion(tmp_path / "m.bvh", clip, fps=0)
+    with pytest.raises(export.MotionFileError, match="NaN"):
+        export.save_motion(tmp_path / "m.npz", np.full((3, 22, 3), np.nan))
+    if __import__("shutil").which("ffmpeg") is None:
+        with pytest.raises(export.MotionFileError, match="ffmpeg"):
+            export.save_motion(tmp_path / "m.mp4", clip[:3])
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(export.MotionFileError, match="does not exist"):
+        export.load_motion(tmp_path / "nope.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(export.MotionFileError, match="cannot read motion file"):
+        export.load_motion(tmp_path / "junk.npz")
+    (tmp_path / "m.txt").write_text("x")
+    with pytest.raises(export.MotionFileError, match="use .npz, .npy"):
+        export.load_motion(tmp_path / "m.txt")
+
+
+def test_convert_cli(tmp_path, clip):
+    from click.testing import CliRunner
+
+    from polydiff.motion.plugin import cli
+
+    np.save(tmp_path / "j.npy", clip[:10])
+    r = CliRunner().invoke(cli, ["convert", str(tmp_path / "j.npy"), "-o", str(tmp_path / "j.bvh")])
+    assert r.exit_code == 0, r.output
+    assert bvh.read_bvh(tmp_path / "j.bvh")["positions"].shape == (10, 22, 3)
+    r = CliRunner().invoke(cli, ["convert", str(tmp_path / "j.npy"), "-o", str(tmp_path / "j.xyz")])
+    assert r.exit_code != 0 and "unknown output extension" in r.output
