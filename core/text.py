@@ -94,8 +94,11 @@ class TextEncoder:
         from transformers.utils import logging as hf_logging
 
         where = str(self.path)
-        bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # the "Loading weights" bar is noise in a CLI run
+        bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+        # The loading bar and the load report (e.g. a full CLIP folder's unused vision weights) are noise
+        # here; weights the encoder needs but the folder lacks are checked below instead.
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
         try:
             config = AutoConfig.from_pretrained(where, local_files_only=True)
             self._tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=True)
@@ -105,15 +108,23 @@ class TextEncoder:
                 from transformers import T5EncoderModel as model_cls
             else:
                 model_cls = AutoModel
-            model = model_cls.from_pretrained(where, local_files_only=True, dtype=self.dtype)
+            model, info = model_cls.from_pretrained(where, local_files_only=True, dtype=self.dtype,
+                                                    output_loading_info=True)
         except (OSError, ValueError, KeyError) as err:
             raise TextEncoderError(
                 f"could not load a text encoder from {where} ({err}); the folder needs config.json, the weights "
                 "and the tokenizer files as written by save_pretrained"
             ) from err
         finally:
+            hf_logging.set_verbosity(verbosity)
             if bars:
                 hf_logging.enable_progress_bar()
+        missing = sorted(info.get("missing_keys") or [])
+        if missing:
+            raise TextEncoderError(
+                f"{where}: the weights lack {len(missing)} tensors that {type(model).__name__} needs "
+                f"(e.g. {missing[:3]}); the folder's config.json and weights do not belong together"
+            )
         if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
             model = model.get_encoder()
         self._model = model.to(self.device).eval().requires_grad_(False)

@@ -129,3 +129,50 @@ def test_any_local_encoder_through_the_same_wrapper(tiny_bert, no_network):
         ref = BertModel.from_pretrained(tiny_bert, local_files_only=True).eval()(input_ids=ids).last_hidden_state
     assert torch.allclose(cond.tokens[0], ref[0], atol=1e-5)
     assert torch.allclose(cond.pooled[0], ref[0].mean(0), atol=1e-5)
+
+
+def _tiny_folder(folder, model):
+    from transformers import BertTokenizer
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "man", "plays", "the", "guitar", "dog", "runs"]
+    BertTokenizer(vocab={w: i for i, w in enumerate(words)}).save_pretrained(folder)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["clip", "t5"])
+def test_clip_and_t5_folders_load_their_text_encoder(kind, tmp_path, no_network):
+    from transformers import CLIPConfig, CLIPModel, CLIPTextModel, T5Config, T5EncoderModel, T5Model
+
+    torch.manual_seed(0)
+    if kind == "clip":  # a full CLIP folder (text + vision towers): only the text tower is loaded
+        tower = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+        config = CLIPConfig(text_config=dict(vocab_size=12, max_position_embeddings=16, **tower),
+                            vision_config=dict(image_size=32, patch_size=16, **tower), projection_dim=16)
+        folder, want = _tiny_folder(tmp_path, CLIPModel(config)), CLIPTextModel
+    else:  # an encoder-decoder folder: only the encoder stack is loaded
+        config = T5Config(vocab_size=12, d_model=32, d_kv=16, d_ff=64, num_layers=1, num_heads=2)
+        folder, want = _tiny_folder(tmp_path, T5Model(config)), T5EncoderModel
+    enc = TextEncoder(folder)
+    assert enc.dim == 32
+    cond = enc(["a man plays the guitar", "a dog runs"])
+    assert isinstance(enc.model, want) and cond.tokens.shape == (2, 7, 32) and cond.mask.sum(1).tolist() == [7, 5]
+    with torch.no_grad():
+        ref = want.from_pretrained(folder, local_files_only=True).eval()(
+            input_ids=torch.tensor([[2, 5, 10, 11, 3]])).last_hidden_state  # [CLS] a dog runs [SEP]
+    assert torch.allclose(cond.tokens[1, :5], ref[0], atol=1e-5)
+
+
+def test_weights_that_do_not_fit_the_config_are_a_clear_error(tmp_path, no_network):
+    import json
+
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=12, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=32)
+    folder = _tiny_folder(tmp_path, BertModel(config))
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["num_hidden_layers"] = 2  # the config now asks for a layer the weights do not have
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(TextEncoderError, match="lack .* tensors"):
+        TextEncoder(folder).encode("a man")
