@@ -102,9 +102,8 @@ class UNet(ModelMixin):
 
     channel_mult: width multiplier per level (levels = len(channel_mult)); attn_levels: the levels (0 =
     full resolution) that get attention blocks; the middle gets one unless `mid_attention=False`.
-    cond: a `Condition`; its
-    tokens are cross-attended (needs `cond_dim`), its pooled vector joins the noise embedding (needs
-    `pooled_dim`).
+    cond: a `Condition`; its tokens are cross-attended (needs `cond_dim`), its pooled vector joins the
+    noise embedding (needs `pooled_dim`).
     """
 
     def __init__(self, in_channels: int, out_channels: int | None = None, dims: int = 1, channels: int = 64,
