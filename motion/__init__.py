@@ -8,5 +8,6 @@ Foundation modules (no model needed):
     dataset     HumanML3D / KIT-ML folder loader
     posing, procedural, captions, corpus   the procedural text-motion corpus (`polydiff motion build-data`)
     metrics     foot skating, penetration, floating, jerk; attribute checkers
+    losses      geometric training losses (positions, velocities, foot contact) through the recovery
     footlock, bvh, gltf, preview, export   clean-up and export (`polydiff motion convert`)
 """
