@@ -282,8 +282,8 @@ def _open_cache(output: Path, seed: int, source: str, max_tokens: int, max_secon
 
 
 def _savez(path, **arrays) -> None:
-    with open(path, "wb") as f:                 # a file object: np.savez would append .npz to a name
-        np.savez(f, **arrays)
+    with open(path, "wb") as f:                 # a file object: numpy would append .npz to a name
+        np.savez_compressed(f, **arrays)
 
 
 def _store_piece(out: Path, meta: dict, notes: list[Note], audio: np.ndarray, max_tokens: int) -> dict:
