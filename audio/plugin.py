@@ -45,6 +45,41 @@ def build_data_cmd(output, max_pieces, seed, max_seconds, from_folder):
                + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
 
+def reconstruct(audio_path, output, spectrogram=None, n_iter: int = 64):
+    """Audio file -> mel -> Griffin-Lim -> WAV (the codec's ceiling, heard); returns the mel (128, T).
+    The input is checked before anything is written."""
+    from .codec import GriffinLim, audio_to_mel, load_audio, write_spectrogram_png, write_wav
+
+    mel = audio_to_mel(load_audio(audio_path))
+    if mel.shape[-1] == 0:
+        from .codec import AudioError
+
+        raise AudioError(f"{audio_path}: shorter than one 20 ms frame; give a longer recording.")
+    write_wav(output, GriffinLim(n_iter=n_iter).mel_to_audio(mel))
+    if spectrogram is not None:
+        write_spectrogram_png(spectrogram, mel, title=Path(audio_path).name)
+    return mel
+
+
+@cli.command("reconstruct")
+@click.argument("audio", type=click.Path(dir_okay=False, path_type=Path))
+@output_option(required=True, help="Output WAV (16 kHz mono).")
+@click.option("--spectrogram", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the mel spectrogram as a PNG.")
+@click.option("--iterations", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Griffin-Lim iterations.")
+def reconstruct_cmd(audio, output, spectrogram, iterations):
+    """Round-trip AUDIO through the log-mel codec and the Griffin-Lim vocoder: what the diffusion
+    model's output can sound like at best."""
+    from .codec import AudioError
+
+    try:
+        reconstruct(audio, output, spectrogram, iterations)
+    except AudioError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"wrote {output}" + (f" and {spectrogram}" if spectrogram else ""))
+
+
 plugin = Plugin(
     name="audio",
     help="Music from MIDI notes by spectrogram diffusion; continue a piece segment by segment.",

@@ -119,3 +119,27 @@ def test_chunked_griffin_lim_leaves_no_seams_where_independent_segments_do():
     alone = np.concatenate([GriffinLim(n_iter=32, seed=k).mel_to_audio(mel[:, s: s + 64]).numpy()
                             for k, s in enumerate(range(0, 512, 64))])
     assert seam_ratio(alone, [s / 50 for s in range(64, 512, 64)]) > 1.2
+
+
+def test_reconstruct_cli_round_trip_and_bad_inputs(tmp_path):
+    from click.testing import CliRunner
+
+    from polydiff.audio.plugin import cli
+
+    sf.write(tmp_path / "a.wav", tone(440, 1.0), 16000)
+    out, png = tmp_path / "out.wav", tmp_path / "out.png"
+    res = CliRunner().invoke(cli, ["reconstruct", str(tmp_path / "a.wav"), "-o", str(out),
+                                   "--spectrogram", str(png), "--iterations", "16"])
+    assert res.exit_code == 0, res.output
+    back, sr = sf.read(out)
+    assert sr == 16000 and len(back) == 16000 and png.stat().st_size > 0
+    (tmp_path / "empty.wav").write_bytes(b"")
+    sf.write(tmp_path / "zero.wav", np.zeros(0, np.float32), 16000)
+    (tmp_path / "text.wav").write_text("hello\n" * 50)
+    sf.write(tmp_path / "tiny.wav", np.zeros(100, np.float32), 16000)
+    for name, needle in (("empty", "empty"), ("zero", "zero length"), ("text", "not a readable"),
+                         ("tiny", "shorter than one")):
+        res = CliRunner().invoke(cli, ["reconstruct", str(tmp_path / f"{name}.wav"), "-o",
+                                       str(tmp_path / f"{name}_out.wav")])
+        assert res.exit_code == 1 and needle in res.output and f"{name}.wav" in res.output
+        assert not (tmp_path / f"{name}_out.wav").exists()
