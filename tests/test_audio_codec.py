@@ -123,7 +123,6 @@ def test_chunked_griffin_lim_leaves_no_seams_where_independent_segments_do():
 
 def test_reconstruct_cli_round_trip_and_bad_inputs(tmp_path):
     from click.testing import CliRunner
-
     from polydiff.audio.plugin import cli
 
     sf.write(tmp_path / "a.wav", tone(440, 1.0), 16000)
