@@ -10,4 +10,5 @@ Foundation modules (no model needed):
     metrics     foot skating, penetration, floating, jerk; attribute checkers
     losses      geometric training losses (positions, velocities, foot contact) through the recovery
     footlock, bvh, gltf, preview, export   clean-up and export (`polydiff motion convert`)
+    smpl        SMPL pose parameters and meshes through smplx, from user-supplied model files
 """

@@ -41,14 +41,21 @@ def build_data_cmd(output, clips, seed, overwrite):
 @output_option(required=True, help="Output file: .bvh, .glb, .gltf, .npz, .gif or .mp4 (by extension).")
 @click.option("--fps", type=float, default=None, help="Frame rate (default: the source's, else 20).")
 @click.option("--no-foot-lock", is_flag=True, help="Skip the foot-lock clean-up before BVH / glTF export.")
-def convert_cmd(source, output, fps, no_foot_lock):
+@click.option("--smpl", "smpl_dir", type=click.Path(path_type=Path), default=None,
+              help="Folder with SMPL model files: write SMPL parameters and meshes to the .npz output.")
+@click.option("--gender", type=click.Choice(["neutral", "male", "female"]), default="neutral", show_default=True)
+def convert_cmd(source, output, fps, no_foot_lock, smpl_dir, gender):
     """Convert a motion file (.npz, .npy joints or 263-dim features, .bvh) to another format."""
     from .export import MotionFileError, load_motion, save_motion
+    from .smpl import SMPLError, export_smpl
 
     try:
         joints, src_fps = load_motion(source)
-        out = save_motion(output, joints, fps=fps or src_fps, clean_feet=not no_foot_lock)
-    except MotionFileError as err:
+        if smpl_dir is not None:
+            out = export_smpl(output, joints, smpl_dir, gender=gender, fps=fps or src_fps)
+        else:
+            out = save_motion(output, joints, fps=fps or src_fps, clean_feet=not no_foot_lock)
+    except (MotionFileError, SMPLError) as err:
         raise click.UsageError(str(err)) from None
     click.echo(str(out))
 
