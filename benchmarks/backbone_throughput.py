@@ -5,7 +5,8 @@
 
 Each backbone is built at a stated size (its parameter count is printed), trained on random data with
 the EDM preconditioning and loss shape a plugin would use (a random Condition of 16 text tokens of
-width 384, MiniLM's, with its pooled vector), and timed after one warm-up step for `--seconds`.
+width 384, MiniLM's, with its pooled vector), and timed after one warm-up step for `--seconds`
+(at least 3 steps; the median step time is reported).
 On CUDA the step runs in fp32 and under bf16 autocast. Absolute figures depend on the machine: quote
 them with it (the table header names it).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import time
 from functools import partial
 
@@ -67,14 +69,15 @@ def throughput(build, shape, batch, device, seconds, autocast_dtype=None):
 
     step()  # warm-up: allocations, kernel selection
     sync()
-    steps, t0 = 0, time.perf_counter()
-    while steps < 2 or time.perf_counter() - t0 < seconds:
+    times, t_start = [], time.perf_counter()
+    while len(times) < 3 or time.perf_counter() - t_start < seconds:
+        t0 = time.perf_counter()
         step()
-        steps += 1
-    sync()
-    elapsed = time.perf_counter() - t0
+        sync()
+        times.append(time.perf_counter() - t0)
+    per_step = statistics.median(times)  # the median resists a step stalled by other load
     params = sum(p.numel() for p in net.parameters())
-    return params, batch * steps / elapsed, elapsed / steps
+    return params, batch / per_step, per_step
 
 
 def cpu_name() -> str:
