@@ -425,10 +425,12 @@ def _load_piece(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 class AudioSegments(torch.utils.data.Dataset):
     """Segments of one split: (mel (128, 256), tokens (max_tokens,) long, context mel (128, 256)),
-    mels float32 in [-1, 1]; the context is the previous segment of the same piece, or silence."""
+    mels float32 in [-1, 1]; the context is the previous segment of the same piece, or silence.
+    `max_tokens` crops the token rows (a cropped row ends in EOS); 99 % of corpus segments hold < 300."""
 
-    def __init__(self, cache=DEFAULT_CACHE, split: str = "train"):
+    def __init__(self, cache=DEFAULT_CACHE, split: str = "train", max_tokens: int | None = None):
         self.cache = Path(cache)
+        self.max_tokens = max_tokens
         self.pieces = [p for p in load_index(cache)["pieces"] if p["split"] == split]
         if not self.pieces:
             raise CorpusError(f"{cache}: no {split} pieces. Build more pieces (--max-pieces) or "
@@ -443,4 +445,9 @@ class AudioSegments(torch.utils.data.Dataset):
         mel, tokens = _load_piece(str(self.cache / "pieces" / f"{self.pieces[i]['key']}.npz"))
         seg = torch.from_numpy(mel[s].astype(np.float32))
         ctx = torch.from_numpy(mel[s - 1].astype(np.float32)) if s > 0 else torch.full_like(seg, -1.0)
-        return seg, torch.from_numpy(tokens[s].astype(np.int64)), ctx
+        tok = torch.from_numpy(tokens[s].astype(np.int64))
+        if self.max_tokens is not None and len(tok) > self.max_tokens:
+            tok = tok[: self.max_tokens].clone()
+            if tok[-1] != VOCAB.pad:
+                tok[-1] = VOCAB.eos
+        return seg, tok, ctx

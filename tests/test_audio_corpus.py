@@ -112,6 +112,8 @@ def test_build_two_tiny_pieces(tmp_path):
     _, _, ctx1 = ds[1]
     assert torch.all(ctx0 == -1) and torch.equal(ctx1, mel0) and tok0.dtype == torch.int64
     assert mel0.shape == (128, 256) and -1 <= mel0.min() and mel0.max() <= 1
+    short = AudioSegments(out, "train", max_tokens=16)[0][1]
+    assert short.shape == (16,) and torch.equal(short[:15], tok0[:15]) and short[15] == 1   # ends in EOS
     with pytest.raises(CorpusError, match="no val pieces"):
         AudioSegments(out, "val")
 
