@@ -40,8 +40,13 @@ def _batch_sigma(sigma, x: torch.Tensor) -> torch.Tensor:
     return sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma.reshape(x.shape[0])
 
 
-def _bcast(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return c.reshape(-1, *([1] * (x.ndim - 1)))
+def _bcast(c, x: torch.Tensor):
+    """(B,) coefficients as (B, 1, ...) against x; a constant (float) stays a float (one op fewer)."""
+    return c.reshape(-1, *([1] * (x.ndim - 1))) if torch.is_tensor(c) else c
+
+
+def _const(c, value) -> bool:
+    return not torch.is_tensor(c) and c == value
 
 
 def add_noise(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -60,7 +65,7 @@ class Parameterisation(nn.Module):
         self.net = net
 
     def scalings(self, sigma: torch.Tensor):
-        """(c_skip, c_out, c_in), each (B,), for sigma (B,), following the inf rule."""
+        """(c_skip, c_out, c_in), each (B,) or a float constant, for sigma (B,), following the inf rule."""
         raise NotImplementedError
 
     def c_noise(self, sigma: torch.Tensor) -> torch.Tensor:
@@ -78,10 +83,14 @@ class Parameterisation(nn.Module):
     def forward(self, x: torch.Tensor, sigma, *, net_output: bool = False, **cond) -> torch.Tensor:
         sigma = _batch_sigma(sigma, x)
         c_skip, c_out, c_in = (_bcast(c, x) for c in self.scalings(sigma))
-        F = self.net(c_in * x, self.c_noise(sigma), **cond)
+        F = self.net(x if _const(c_in, 1) else c_in * x, self.c_noise(sigma), **cond)
         if net_output:
             return F
-        return c_skip * x + c_out * F.to(x.dtype)
+        # every op counts here (samplers call this each step), hence the constant cases and addcmul
+        skip = x if _const(c_skip, 1) else torch.zeros_like(x) if _const(c_skip, 0) else c_skip * x
+        if _const(c_out, 1):
+            return skip + F.to(x.dtype)
+        return torch.addcmul(skip, c_out, F.to(x.dtype))
 
 
 class EDMPrecond(Parameterisation):
@@ -99,7 +108,7 @@ class EDMPrecond(Parameterisation):
         sd2 = self.sigma_data**2
         c_skip = sd2 / (sigma**2 + sd2)
         c_out = self.sigma_data * torch.rsqrt(1 + sd2 / sigma**2)   # = s sd / sqrt(s^2 + sd^2), -> sd at inf
-        c_in = torch.where(torch.isinf(sigma), 1.0, torch.rsqrt(sigma**2 + sd2))
+        c_in = torch.where((sigma == math.inf), 1.0, torch.rsqrt(sigma**2 + sd2))
         return c_skip, c_out, c_in
 
     def c_noise(self, sigma):
@@ -127,12 +136,11 @@ class VPDenoiser(Parameterisation):
         self.quantize, self.t_scale, self.t_min = quantize, t_scale, t_min
 
     def scalings(self, sigma):
-        inf = torch.isinf(sigma)
-        c_in = torch.where(inf, 1.0, torch.rsqrt(1 + sigma**2))   # alpha; the noise itself at inf
+        c_in = torch.where(sigma == math.inf, 1.0, torch.rsqrt(1 + sigma**2))   # alpha; the noise at inf
         if self.prediction == "eps":
-            return torch.ones_like(sigma), -sigma, c_in
+            return 1.0, -sigma, c_in
         if self.prediction == "x0":
-            return torch.zeros_like(sigma), torch.ones_like(sigma), c_in
+            return 0.0, 1.0, c_in
         # v: D = alpha x_vp - sigma_vp v; sigma_vp = 1/sqrt(1 + 1/s^2) is exact at 0 and inf
         return 1 / (1 + sigma**2), -torch.rsqrt(1 + 1 / sigma**2), c_in
 
@@ -140,7 +148,7 @@ class VPDenoiser(Parameterisation):
         t = self.schedule.sigma_to_t(sigma)
         if self.quantize:
             t = t.round()
-        return (t * self.t_scale).to(sigma.dtype)
+        return (t if self.t_scale == 1 else t * self.t_scale).to(sigma.dtype)
 
     def target(self, x0, noise, sigma):
         if self.prediction == "eps":
@@ -170,10 +178,9 @@ class VEDenoiser(Parameterisation):
         self.prediction, self.sigma_min, self.sigma_max = prediction, sigma_min, sigma_max
 
     def scalings(self, sigma):
-        one = torch.ones_like(sigma)
         if self.prediction == "eps":
-            return one, -sigma, one
-        return torch.zeros_like(sigma), one, one
+            return 1.0, -sigma, 1.0
+        return 0.0, 1.0, 1.0
 
     def c_noise(self, sigma):
         return (sigma / 2).log()
@@ -201,7 +208,7 @@ class FlowDenoiser(Parameterisation):
         self.logit_mean, self.logit_std = logit_mean, logit_std
 
     def scalings(self, sigma):
-        one_minus_t = torch.where(torch.isinf(sigma), 1.0, 1 / (1 + sigma))   # c_in; the noise at inf
+        one_minus_t = torch.where((sigma == math.inf), 1.0, 1 / (1 + sigma))   # c_in; the noise at inf
         t = 1 / (1 + 1 / sigma)
         return one_minus_t, -t, one_minus_t
 

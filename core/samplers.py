@@ -114,7 +114,7 @@ def sample_euler(denoiser, x, sigmas, *, generator=None, cond=None, callback=Non
     for i in run.steps(sig):
         x, s = _churn(run, x, sig[i], n, s_churn, s_tmin, s_tmax, s_noise)
         denoised = run(x, s)
-        x = denoised + (sig[i + 1] / s) * (x - denoised)   # = x + (s_next - s) (x - D) / s
+        x = torch.lerp(denoised, x, sig[i + 1] / s)   # D + (s_next/s)(x - D) = x + (s_next - s)(x - D)/s
         run.report(i, x, s, sig[i + 1], denoised)
     return x
 
@@ -130,7 +130,7 @@ def sample_ddim(denoiser, x, sigmas, *, generator=None, cond=None, callback=None
         s, s_next = sig[i], sig[i + 1]
         denoised = run(x, s)
         down, up = _ancestral(s, s_next, eta)
-        x = denoised + (down / s) * (x - denoised)
+        x = torch.lerp(denoised, x, down / s)
         if up > 0:
             x = x + up * run.noise(x)
         run.report(i, x, s, s_next, denoised)
@@ -146,7 +146,7 @@ def sample_euler_ancestral(denoiser, x, sigmas, *, generator=None, cond=None, ca
         s, s_next = sig[i], sig[i + 1]
         denoised = run(x, s)
         down, up = _ancestral(s, s_next, eta)
-        x = denoised + (down / s) * (x - denoised)
+        x = torch.lerp(denoised, x, down / s)
         if up > 0:
             x = x + up * s_noise * run.noise(x)
         run.report(i, x, s, s_next, denoised)
@@ -163,7 +163,7 @@ def sample_ddpm(denoiser, x, sigmas, *, generator=None, cond=None, callback=None
         s, s_next = sig[i], sig[i + 1]
         denoised = run(x, s)
         ratio2 = (s_next / s) ** 2
-        x = denoised + ratio2 * (x - denoised)
+        x = torch.lerp(denoised, x, ratio2)
         if s_next > 0:
             x = x + s_next * math.sqrt(1 - ratio2) * run.noise(x)
         run.report(i, x, s, s_next, denoised)
@@ -204,7 +204,7 @@ def sample_heun(denoiser, x, sigmas, *, generator=None, cond=None, callback=None
         if s_next == 0:
             x = denoised
         else:
-            x_euler = denoised + (s_next / s) * (x - denoised)
+            x_euler = torch.lerp(denoised, x, s_next / s)
             denoised_next = run(x_euler, s_next)
             slope = ((x - denoised) / s + (x_euler - denoised_next) / s_next) / 2
             x = x + (s_next - s) * slope
@@ -225,8 +225,8 @@ def sample_dpmpp_2m(denoiser, x, sigmas, *, generator=None, cond=None, callback=
             x = denoised
         else:
             h = math.log(s / s_next)
-            d = denoised if old is None else denoised + (denoised - old) * (h / (2 * h_old))
-            x = (s_next / s) * x - math.expm1(-h) * d
+            d = denoised if old is None else torch.add(denoised, denoised - old, alpha=h / (2 * h_old))
+            x = torch.lerp(d, x, s_next / s)   # (s_next/s) x - expm1(-h) d, as 1 - e^-h = 1 - s_next/s
             old, h_old = denoised, h
         run.report(i, x, s, s_next, denoised)
     return x

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 SPACINGS = ("leading", "linspace", "trailing")
@@ -64,20 +65,11 @@ BETAS = {"linear": linear_betas, "scaled_linear": scaled_linear_betas, "cosine":
          "sigmoid": sigmoid_betas}
 
 
-def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
-    """Piecewise-linear interpolation of (xp, fp) at x, xp increasing; clamped at the ends; an infinite
-    fp endpoint gives inf inside its last interval and the exact left value on a knot."""
-    shape = x.shape
-    x = x.reshape(-1).clamp(xp[0], xp[-1])
-    if x.numel() * len(xp) <= 2**16:   # count knots <= x: torch.searchsorted takes ms on some inputs
-        hi = (xp <= x[:, None]).sum(1)     # (e.g. a descending run of knot values) on the CPU
-    else:
-        hi = torch.searchsorted(xp, x, right=True)
-    hi = hi.clamp(1, len(xp) - 1)
-    lo = hi - 1
-    w = (x - xp[lo]) / (xp[hi] - xp[lo])
-    y = fp[lo] + w * (fp[hi] - fp[lo])
-    return torch.where(w == 0, fp[lo], torch.where(w == 1, fp[hi], y)).reshape(shape)
+def _count_below(knots: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """How many of the sorted `knots` are <= x, for each x (B,)."""
+    if x.numel() * len(knots) <= 2**16:   # torch.searchsorted takes ms on some small CPU inputs
+        return (knots <= x[:, None]).sum(1)
+    return torch.searchsorted(knots, x, right=True)
 
 
 class DiscreteSchedule:
@@ -96,6 +88,8 @@ class DiscreteSchedule:
         self.sigmas_table = ((1 - ac) / ac).sqrt()       # (T,)
         self.log_sigmas = self.sigmas_table.log()
         self.zero_terminal_snr = bool(torch.isinf(self.sigmas_table[-1]))
+        self._np_log_sigmas = (self.log_sigmas[:-1] if self.zero_terminal_snr else self.log_sigmas).numpy()
+        self._np_grid = np.arange(len(self._np_log_sigmas), dtype=np.float64)
         self._cache: dict = {}
 
     @classmethod
@@ -123,31 +117,44 @@ class DiscreteSchedule:
     def sigma_max(self) -> float:
         return float(self.sigmas_table[-1])
 
-    def _tables(self, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(timestep grid, log sigmas) on `device`, cached, so a wrapper on CUDA does no copies per step."""
-        device = torch.device(device)
-        if device not in self._cache:
-            grid = torch.arange(self.num_train_timesteps, dtype=torch.float64)
-            self._cache[device] = (grid.to(device), self.log_sigmas.to(device))
-        return self._cache[device]
+    def _log_sigmas(self, device, finite: bool = True) -> torch.Tensor:
+        """The (finite) log sigmas on `device`, cached, so a wrapper on CUDA does no copies per step."""
+        key = (torch.device(device), finite)
+        if key not in self._cache:
+            ls = self.log_sigmas[:-1] if finite and self.zero_terminal_snr else self.log_sigmas
+            self._cache[key] = ls.to(key[0])
+        return self._cache[key]
 
     def t_to_sigma(self, t: torch.Tensor) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=torch.float64)
-        _, ls = self._tables(t.device)
+        ls = self._log_sigmas(t.device, finite=False)
         t = t.clamp(0, len(ls) - 1)
         lo = t.floor().clamp(max=len(ls) - 2).long()    # the knots are 0..T-1: no search needed
         w = t - lo
-        y = ls[lo] + w * (ls[lo + 1] - ls[lo])
+        y = ls[lo] + w * (ls[lo + 1] - ls[lo])           # inf inside the last interval of a zero-SNR table
         return torch.where(w == 0, ls[lo], torch.where(w == 1, ls[lo + 1], y)).exp()
 
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
-        """Inverse of `t_to_sigma`, clamped to [0, T-1]; sigma = inf maps to the last timestep."""
-        log_sigma = torch.as_tensor(sigma, dtype=torch.float64).log()
-        grid, ls = self._tables(log_sigma.device)
-        if self.zero_terminal_snr:  # inf -> T-1; every finite sigma stays at or below T-2
-            t = _interp(log_sigma, ls[:-1], grid[:-1])
-            return torch.where(log_sigma == math.inf, grid[-1], t)
-        return _interp(log_sigma, ls, grid)
+        """Inverse of `t_to_sigma`, clamped to [0, T-1]; sigma = inf maps to the last timestep (with zero
+        terminal SNR every finite sigma maps at or below T-2). Kept to a dozen small ops: wrappers call it
+        on every denoiser evaluation."""
+        sigma = torch.as_tensor(sigma)
+        if sigma.device.type == "cpu" and not sigma.requires_grad:
+            # no device to wait for on the CPU: numpy's interp is one call where torch needs a dozen ops
+            log_sigma = np.log(sigma.double().numpy())
+            t = np.interp(log_sigma, self._np_log_sigmas, self._np_grid)
+            if self.zero_terminal_snr:
+                t = np.where(log_sigma == np.inf, self.num_train_timesteps - 1.0, t)
+            return torch.from_numpy(np.asarray(t, dtype=np.float64))
+        log_sigma = sigma.double().log()
+        ls = self._log_sigmas(log_sigma.device)
+        x = log_sigma.reshape(-1).clamp(ls[0], ls[-1])
+        lo = _count_below(ls[1:-1], x)                     # segment [lo, lo + 1] holds x
+        a, b = ls[lo], ls[lo + 1]
+        t = (lo + (x - a) / (b - a)).reshape(log_sigma.shape)
+        if self.zero_terminal_snr:
+            t = torch.where(log_sigma == math.inf, self.num_train_timesteps - 1.0, t)
+        return t
 
     def timesteps(self, n: int, spacing: str = "leading", steps_offset: int = 0) -> torch.Tensor:
         """n timesteps, decreasing (float64). leading: (i * T//n) + offset (DDIM / SD); trailing:
