@@ -21,18 +21,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from polydiff.motion import bvh, corpus, footlock, metrics
-from polydiff.motion.skeleton import JOINT_NAMES
 from polydiff.motion.features import canonicalize, features_to_joints, joints_to_features
+from polydiff.motion.skeleton import JOINT_NAMES
 
 
 def row(name, pairs, joints_list):
     acc = metrics.attribute_accuracy(pairs)
-    return (f"| {name} | {acc:.3f} | {np.mean([metrics.skating_ratio(j) for j in joints_list]):.4f} | "
-            f"{np.mean([metrics.ground_penetration(j) for j in joints_list]):.4f} | "
-            f"{np.mean([metrics.floating(j) for j in joints_list]):.4f} | "
-            f"{np.mean([metrics.jerk(j) for j in joints_list]):.1f} |")
+    return (
+        f"| {name} | {acc:.3f} | {np.mean([metrics.skating_ratio(j) for j in joints_list]):.4f} | "
+        f"{np.mean([metrics.ground_penetration(j) for j in joints_list]):.4f} | "
+        f"{np.mean([metrics.floating(j) for j in joints_list]):.4f} | "
+        f"{np.mean([metrics.jerk(j) for j in joints_list]):.1f} |"
+    )
 
 
 def main():
@@ -71,8 +72,10 @@ def main():
     for labels, j in gt:
         for lb in labels:
             per_action.setdefault(lb["action"], []).append(metrics.check(lb, j))
-    print("\nground-truth accuracy per action: " +
-          ", ".join(f"{a} {np.mean(v):.2f} (n={len(v)})" for a, v in sorted(per_action.items())))
+    print(
+        "\nground-truth accuracy per action: "
+        + ", ".join(f"{a} {np.mean(v):.2f} (n={len(v)})" for a, v in sorted(per_action.items()))
+    )
 
     # round trips on the first 20 clips
     feat_err, bvh_err, ik_err = [], [], []
@@ -85,9 +88,13 @@ def main():
             pos = read["positions"][:, [read["names"].index(n) for n in JOINT_NAMES]]
             bvh_err.append(np.linalg.norm(pos - j, axis=-1).mean())
             ik_err.append(np.linalg.norm(encoded - j, axis=-1).mean())
-    print(f"\njoints -> features -> joints, max abs error: {max(feat_err):.2e} m (20 clips, float32 features)")
-    print(f"BVH export -> independent reader -> FK, MPJPE: mean {np.mean(bvh_err) * 1000:.4f} mm, "
-          f"max {np.max(bvh_err) * 1000:.4f} mm (IK fit alone {np.max(ik_err) * 1000:.2e} mm)")
+    print(
+        f"\njoints -> features -> joints, max abs error: {max(feat_err):.2e} m (20 clips, float32 features)"
+    )
+    print(
+        f"BVH export -> independent reader -> FK, MPJPE: mean {np.mean(bvh_err) * 1000:.4f} mm, "
+        f"max {np.max(bvh_err) * 1000:.4f} mm (IK fit alone {np.max(ik_err) * 1000:.2e} mm)"
+    )
 
     # foot lock on a skating copy: lower legs sway 6 cm at 2 Hz
     before, after, gt_sk = [], [], []
@@ -100,10 +107,14 @@ def main():
         before.append(metrics.skating_ratio(s))
         after.append(metrics.skating_ratio(footlock.foot_lock(s)))
         gt_sk.append(metrics.skating_ratio(j))
-    print(f"foot lock on a skating copy (50 clips): skating {np.mean(before):.3f} -> {np.mean(after):.4f} "
-          f"(ground truth {np.mean(gt_sk):.4f})")
-    print(f"corpus build: {args.clips} clips in {build_s:.1f} s ({args.clips / build_s:.1f} clips/s, "
-          f"{torch.get_num_threads()} torch threads)")
+    print(
+        f"foot lock on a skating copy (50 clips): skating {np.mean(before):.3f} -> {np.mean(after):.4f} "
+        f"(ground truth {np.mean(gt_sk):.4f})"
+    )
+    print(
+        f"corpus build: {args.clips} clips in {build_s:.1f} s ({args.clips / build_s:.1f} clips/s, "
+        f"{torch.get_num_threads()} torch threads)"
+    )
 
 
 if __name__ == "__main__":

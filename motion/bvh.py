@@ -3,7 +3,8 @@
 Layout (what Blender's importer and most tools expect):
 
     HIERARCHY
-    ROOT pelvis            OFFSET 0 0 0, CHANNELS 6 Xposition Yposition Zposition Zrotation Xrotation Yrotation
+    ROOT pelvis            OFFSET 0 0 0,
+                           CHANNELS 6 Xposition Yposition Zposition Zrotation Xrotation Yrotation
       JOINT left_hip ...   OFFSET = rest offset from the parent, CHANNELS 3 Zrotation Xrotation Yrotation
         ... End Site       leaf joints (toes, head, wrists) end in a short End Site along their bone
     MOTION
@@ -56,8 +57,9 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def write_bvh(path, local_rot, root_pos, offsets=None, fps: float = 20.0, units: str = "m",
-              order: str = "ZXY") -> Path:
+def write_bvh(
+    path, local_rot, root_pos, offsets=None, fps: float = 20.0, units: str = "m", order: str = "ZXY"
+) -> Path:
     """Write local rotations (T, 22, 3, 3) and root positions (T, 3) (metres) as BVH."""
     path = Path(path)
     if units not in UNITS:
@@ -69,9 +71,9 @@ def write_bvh(path, local_rot, root_pos, offsets=None, fps: float = 20.0, units:
     root_pos = np.asarray(root_pos, dtype=np.float64) * scale
     offsets = (sk.OFFSETS if offsets is None else np.asarray(offsets, dtype=np.float64)) * scale
     T = local_rot.shape[0]
-    euler = matrix_to_euler(local_rot, order).numpy()                      # (T, 22, 3) radians
-    euler[..., 0] = np.unwrap(euler[..., 0], axis=0)                       # continuous curves for
-    euler[..., 2] = np.unwrap(euler[..., 2], axis=0)                       # interpolating tools
+    euler = matrix_to_euler(local_rot, order).numpy()  # (T, 22, 3) radians
+    euler[..., 0] = np.unwrap(euler[..., 0], axis=0)  # continuous curves for
+    euler[..., 2] = np.unwrap(euler[..., 2], axis=0)  # interpolating tools
     euler = np.degrees(euler)
     axes = " ".join(f"{a}rotation" for a in order)
     lines = ["HIERARCHY"]
@@ -115,12 +117,20 @@ def _dfs_order() -> list[int]:
         out.append(j)
         for c in sk.CHILDREN[j]:
             visit(c)
+
     visit(0)
     return out
 
 
-def export_bvh(path, joints, fps: float = 20.0, units: str = "m", clean_feet: bool = True,
-               offsets=None, refine_steps: int = 30) -> tuple[Path, np.ndarray]:
+def export_bvh(
+    path,
+    joints,
+    fps: float = 20.0,
+    units: str = "m",
+    clean_feet: bool = True,
+    offsets=None,
+    refine_steps: int = 30,
+) -> tuple[Path, np.ndarray]:
     """Joint positions (T, 22, 3) in metres -> BVH file. Returns (path, the joints the file encodes):
     foot-locked (unless `clean_feet=False`), fitted by IK onto the skeleton with `offsets` (default: this
     skeleton's rest directions with the motion's mean bone lengths)."""
@@ -162,7 +172,9 @@ def read_bvh(path) -> dict:
     def take(expected=None):
         nonlocal pos
         if pos >= len(tok):
-            raise BVHError(f"{path}: unexpected end of file" + (f", expected {expected!r}" if expected else ""))
+            raise BVHError(
+                f"{path}: unexpected end of file" + (f", expected {expected!r}" if expected else "")
+            )
         t = tok[pos]
         pos += 1
         if expected is not None and t != expected:
@@ -204,7 +216,7 @@ def read_bvh(path) -> dict:
     take("Time:")
     frame_time = float(take())
     n_ch = sum(len(c) for c in channels)
-    values = np.array(tok[pos:pos + n_frames * n_ch], dtype=np.float64)
+    values = np.array(tok[pos : pos + n_frames * n_ch], dtype=np.float64)
     if values.size != n_frames * n_ch:
         raise BVHError(f"{path}: {values.size} motion values, expected {n_frames} frames x {n_ch} channels")
     data = values.reshape(n_frames, n_ch)
@@ -232,6 +244,12 @@ def read_bvh(path) -> dict:
         else:
             world_r[j] = world_r[p] @ rot
             world_p[:, j] = world_p[:, p] + np.einsum("tij,tj->ti", world_r[p], trans)
-    return dict(names=names, parents=parents, offsets=np.asarray(offsets), channels=channels,
-                frame_time=frame_time, fps=1.0 / frame_time if frame_time > 0 else math.inf,
-                positions=world_p)
+    return dict(
+        names=names,
+        parents=parents,
+        offsets=np.asarray(offsets),
+        channels=channels,
+        frame_time=frame_time,
+        fps=1.0 / frame_time if frame_time > 0 else math.inf,
+        positions=world_p,
+    )

@@ -27,8 +27,8 @@ from . import captions as cap
 from .features import features_to_joints, joints_to_features, mean_std
 from .procedural import ACTIONS, FPS, perform
 
-MAX_FRAMES = 196          # HumanML3D's longest clip (9.8 s at 20 fps)
-MIN_FRAMES = 44           # a little over the T2M loader's 40-frame minimum
+MAX_FRAMES = 196  # HumanML3D's longest clip (9.8 s at 20 fps)
+MIN_FRAMES = 44  # a little over the T2M loader's 40-frame minimum
 CAPTIONS_PER_CLIP = 3
 FORMAT_VERSION = 1
 
@@ -115,25 +115,46 @@ def build_data(output, clips: int, seed: int = 0, overwrite: bool = False, progr
                 lb["end"] = min(lb["end"], frames)
             texts, cap_splits = clip_captions(labels, seed, i, test=splits[i] == "test")
             np.save(tmp / "new_joint_vecs" / f"{name}.npy", feats)
-            np.save(tmp / "new_joints" / f"{name}.npy",
-                    features_to_joints(torch.from_numpy(feats).double()).numpy().astype(np.float32))
+            np.save(
+                tmp / "new_joints" / f"{name}.npy",
+                features_to_joints(torch.from_numpy(feats).double()).numpy().astype(np.float32),
+            )
             (tmp / "texts" / f"{name}.txt").write_text(
-                "".join(f"{t}#{cap.tokens(t)}#0.0#0.0\n" for t in texts), encoding="utf-8")
-            meta = dict(name=name, fps=FPS, frames=frames, split=splits[i], program=program, actions=labels,
-                        captions=texts, caption_templates=cap_splits)
+                "".join(f"{t}#{cap.tokens(t)}#0.0#0.0\n" for t in texts), encoding="utf-8"
+            )
+            meta = dict(
+                name=name,
+                fps=FPS,
+                frames=frames,
+                split=splits[i],
+                program=program,
+                actions=labels,
+                captions=texts,
+                caption_templates=cap_splits,
+            )
             (tmp / "attributes" / f"{name}.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
             names[splits[i]].append(name)
             if splits[i] == "train":
                 train_feats.append(feats)
         for s, lst in names.items():
             (tmp / f"{s}.txt").write_text("".join(n + "\n" for n in lst))
-        mean, std = mean_std(train_feats or [np.load(tmp / "new_joint_vecs" / f"{n}.npy") for n in names["test"]])
+        mean, std = mean_std(
+            train_feats or [np.load(tmp / "new_joint_vecs" / f"{n}.npy") for n in names["test"]]
+        )
         np.save(tmp / "Mean.npy", mean)
         np.save(tmp / "Std.npy", std)
-        info = dict(format="humanml3d", format_version=FORMAT_VERSION, generator="polydiff.motion.procedural",
-                    clips=clips, seed=seed, fps=FPS, max_frames=MAX_FRAMES, actions=sorted(ACTIONS),
-                    splits={s: len(v) for s, v in names.items()},
-                    heldout_templates={k: [t for t, s in v if s == "heldout"] for k, v in cap._T.items()})
+        info = dict(
+            format="humanml3d",
+            format_version=FORMAT_VERSION,
+            generator="polydiff.motion.procedural",
+            clips=clips,
+            seed=seed,
+            fps=FPS,
+            max_frames=MAX_FRAMES,
+            actions=sorted(ACTIONS),
+            splits={s: len(v) for s, v in names.items()},
+            heldout_templates={k: [t for t, s in v if s == "heldout"] for k, v in cap._T.items()},
+        )
         (tmp / "corpus.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
         if out.exists():
             shutil.rmtree(out) if out.is_dir() else out.unlink()

@@ -46,15 +46,19 @@ def parse_caption_line(line: str, where: str = "") -> Caption:
     """One `caption#tokens#start#end` line; raises DatasetError naming `where` (file:line)."""
     parts = line.rstrip("\n").split("#")
     if len(parts) != 4:
-        raise DatasetError(f"{where}: expected 'caption#tokens#start#end' (4 fields separated by '#'), "
-                           f"got {len(parts)} field(s): {line.strip()!r}")
+        raise DatasetError(
+            f"{where}: expected 'caption#tokens#start#end' (4 fields separated by '#'), "
+            f"got {len(parts)} field(s): {line.strip()!r}"
+        )
     text, tokens, start, end = parts
     if not text.strip():
         raise DatasetError(f"{where}: empty caption in {line.strip()!r}")
     try:
         s, e = float(start or 0.0), float(end or 0.0)
     except ValueError:
-        raise DatasetError(f"{where}: start/end must be numbers (seconds), got {start!r} and {end!r}") from None
+        raise DatasetError(
+            f"{where}: start/end must be numbers (seconds), got {start!r} and {end!r}"
+        ) from None
     if s != s or e != e or s < 0 or e < 0 or (e > 0 and e <= s):
         raise DatasetError(f"{where}: bad time span start={s} end={e}; use 0.0#0.0 for the whole clip")
     return Caption(text.strip(), tokens.split(), s, e)
@@ -69,22 +73,38 @@ def check_folder(root: Path, split: str) -> None:
     """Raise one DatasetError listing what is missing from a HumanML3D-style folder."""
     root = Path(root)
     if not root.is_dir():
-        raise DatasetError(f"motion data folder {root} does not exist; build one with "
-                           f"`polydiff motion build-data -o {root}` or point to a HumanML3D / KIT-ML folder")
+        raise DatasetError(
+            f"motion data folder {root} does not exist; build one with "
+            f"`polydiff motion build-data -o {root}` or point to a HumanML3D / KIT-ML folder"
+        )
     if split not in SPLITS:
         raise DatasetError(f"split must be one of {SPLITS}, got {split!r}")
-    missing = [p for p in ("new_joint_vecs", "texts", f"{split}.txt", "Mean.npy", "Std.npy")
-               if not (root / p).exists()]
+    missing = [
+        p
+        for p in ("new_joint_vecs", "texts", f"{split}.txt", "Mean.npy", "Std.npy")
+        if not (root / p).exists()
+    ]
     if missing:
-        raise DatasetError(f"{root} is not a HumanML3D-style folder: missing {', '.join(missing)} "
-                           "(expected new_joint_vecs/, texts/, train.txt/val.txt/test.txt, Mean.npy, Std.npy)")
+        raise DatasetError(
+            f"{root} is not a HumanML3D-style folder: missing {', '.join(missing)} "
+            "(expected new_joint_vecs/, texts/, train.txt/val.txt/test.txt, Mean.npy, Std.npy)"
+        )
 
 
 class MotionTextDataset(Dataset):
     """HumanML3D / KIT-ML folder as a torch Dataset of `(features, length, caption)`."""
 
-    def __init__(self, root, split: str = "train", max_frames: int = 196, min_frames: int = 40,
-                 unit_length: int = 4, fps: float = 20.0, normalize: bool = True, random_crop: bool = True):
+    def __init__(
+        self,
+        root,
+        split: str = "train",
+        max_frames: int = 196,
+        min_frames: int = 40,
+        unit_length: int = 4,
+        fps: float = 20.0,
+        normalize: bool = True,
+        random_crop: bool = True,
+    ):
         self.root = Path(root)
         check_folder(self.root, split)
         self.max_frames, self.min_frames, self.unit_length = max_frames, min_frames, unit_length
@@ -92,7 +112,9 @@ class MotionTextDataset(Dataset):
         self.mean = np.load(self.root / "Mean.npy").astype(np.float32)
         self.std = np.load(self.root / "Std.npy").astype(np.float32)
         if self.mean.ndim != 1 or self.mean.shape != self.std.shape:
-            raise DatasetError(f"Mean.npy {self.mean.shape} and Std.npy {self.std.shape} must be equal 1-D vectors")
+            raise DatasetError(
+                f"Mean.npy {self.mean.shape} and Std.npy {self.std.shape} must be equal 1-D vectors"
+            )
         if (self.std <= 0).any():
             raise DatasetError(f"{self.root / 'Std.npy'} has non-positive entries")
         self.dim = int(self.mean.shape[0])
@@ -107,14 +129,16 @@ class MotionTextDataset(Dataset):
                 continue
             motion = np.load(vec).astype(np.float32)
             if motion.ndim != 2 or motion.shape[1] != self.dim:
-                raise DatasetError(f"{vec}: features of shape {motion.shape}, expected (frames, {self.dim}) "
-                                   "to match Mean.npy")
+                raise DatasetError(
+                    f"{vec}: features of shape {motion.shape}, expected (frames, {self.dim}) "
+                    "to match Mean.npy"
+                )
             whole = []
             for cap in read_captions(txt):
                 if cap.start == 0 and cap.end == 0:
                     whole.append(cap.text)
                     continue
-                part = motion[int(cap.start * fps):int(cap.end * fps)]
+                part = motion[int(cap.start * fps) : int(cap.end * fps)]
                 if self._usable(len(part)):
                     self.items.append((part, [cap.text], f"{name}@{cap.start:g}-{cap.end:g}"))
             if whole and self._usable(len(motion)):
@@ -122,11 +146,19 @@ class MotionTextDataset(Dataset):
             elif whole:
                 skipped += 1
         if skipped:
-            log.warning("%s/%s: %d clip(s) missing or out of the %d..%d frame range were skipped",
-                        self.root, split, skipped, min_frames, max_frames + unit_length - 1)
+            log.warning(
+                "%s/%s: %d clip(s) missing or out of the %d..%d frame range were skipped",
+                self.root,
+                split,
+                skipped,
+                min_frames,
+                max_frames + unit_length - 1,
+            )
         if not self.items:
-            raise DatasetError(f"{self.root}/{split}.txt lists {len(names)} clip(s) but none is usable "
-                               f"(files present, {min_frames}..{max_frames + unit_length - 1} frames)")
+            raise DatasetError(
+                f"{self.root}/{split}.txt lists {len(names)} clip(s) but none is usable "
+                f"(files present, {min_frames}..{max_frames + unit_length - 1} frames)"
+            )
 
     def _usable(self, n: int) -> bool:
         return self.min_frames <= n < self.max_frames + self.unit_length
@@ -144,7 +176,7 @@ class MotionTextDataset(Dataset):
             start = random.randint(0, len(motion) - n)
         else:
             start = 0
-        x = motion[start:start + n]
+        x = motion[start : start + n]
         if self.normalize:
             x = (x - self.mean) / self.std
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), n, caption
@@ -157,7 +189,7 @@ def collate(batch):
     T = max(lengths)
     out = torch.zeros(len(feats), T, feats[0].shape[-1])
     for k, f in enumerate(feats):
-        out[k, :len(f)] = f
+        out[k, : len(f)] = f
     lengths_t = torch.tensor(lengths)
     mask = torch.arange(T)[None] < lengths_t[:, None]
     return out, lengths_t, mask, list(captions)

@@ -44,15 +44,18 @@ def _check_joints(joints) -> np.ndarray:
     return j
 
 
-def save_motion(path, joints, fps: float = 20.0, features=None, clean_feet: bool = True,
-                title: str | None = None) -> Path:
+def save_motion(
+    path, joints, fps: float = 20.0, features=None, clean_feet: bool = True, title: str | None = None
+) -> Path:
     """Write joints (T, 22, 3) in metres to `path`; the format follows the extension (see module doc).
     `clean_feet` runs the foot-lock clean-up before BVH / glTF export."""
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in FORMATS:
-        raise MotionFileError(f"unknown output extension {path.suffix or '(none)'!r} in {path.name!r}; "
-                              f"use one of {', '.join(FORMATS)}")
+        raise MotionFileError(
+            f"unknown output extension {path.suffix or '(none)'!r} in {path.name!r}; "
+            f"use one of {', '.join(FORMATS)}"
+        )
     if not fps > 0:
         raise MotionFileError(f"fps must be positive, got {fps}")
     j = _check_joints(joints)
@@ -85,16 +88,36 @@ def save_motion(path, joints, fps: float = 20.0, features=None, clean_feet: bool
 def _write_mp4(path: Path, joints: np.ndarray, fps: float, title) -> Path:
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
-        raise MotionFileError("writing .mp4 needs ffmpeg on PATH (e.g. `apt-get install ffmpeg`); "
-                              "write a .gif preview instead")
+        raise MotionFileError(
+            "writing .mp4 needs ffmpeg on PATH (e.g. `apt-get install ffmpeg`); write a .gif preview instead"
+        )
     frames = render_frames(joints, title=title, fps=fps)
     h, w = frames.shape[1:3]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.mp4", dir=path.parent)
     os.close(fd)
     try:
-        cmd = [ffmpeg, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
-               "-r", f"{fps}", "-i", "-", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-pix_fmt", "yuv420p", tmp]
+        cmd = [
+            ffmpeg,
+            "-y",
+            "-loglevel",
+            "error",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            f"{w}x{h}",
+            "-r",
+            f"{fps}",
+            "-i",
+            "-",
+            "-vf",
+            "pad=ceil(iw/2)*2:ceil(ih/2)*2",
+            "-pix_fmt",
+            "yuv420p",
+            tmp,
+        ]
         subprocess.run(cmd, input=frames.tobytes(), check=True)
         os.replace(tmp, path)
     except BaseException:
@@ -115,8 +138,10 @@ def load_motion(path) -> tuple[np.ndarray, float]:
             data = read_bvh(path)
             missing = [n for n in sk.JOINT_NAMES if n not in data["names"]]
             if missing:
-                raise MotionFileError(f"{path}: BVH lacks joints {missing[:4]}...; only BVH files with this "
-                                      "project's 22 joint names can be read back")
+                raise MotionFileError(
+                    f"{path}: BVH lacks joints {missing[:4]}...; only BVH files with this "
+                    "project's 22 joint names can be read back"
+                )
             joints = data["positions"][:, [data["names"].index(n) for n in sk.JOINT_NAMES]]
             return _check_joints(joints), float(data["fps"])
         if ext == ".npz":

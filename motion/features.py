@@ -22,9 +22,9 @@ from the raw rest direction of the bone to the observed one, relative to the pre
 
 One deliberate difference: the reference takes arcsin of the y part of `r[t+1] * r[t]^-1` without
 fixing the quaternion's sign, which flips the sign of the angular velocity whenever the (half-angle)
-facing wraps around; we take the w >= 0 representative first. Elsewhere the numbers are the reference's, except that the
-uniform skeleton is ours (`skeleton.OFFSETS`, used by everything here), not the one the reference
-measures on HumanML3D clip 000021.
+facing wraps around; we take the w >= 0 representative first. Elsewhere the numbers are the
+reference's, except that the uniform skeleton is ours (`skeleton.OFFSETS`, used by everything here),
+not the one the reference measures on HumanML3D clip 000021.
 
 What the representation loses: T frames give T - 1 feature rows (the last frame's velocity is unknown);
 the initial xz position, the initial facing and the floor height are normalised away; bone lengths are
@@ -40,7 +40,15 @@ import torch
 import torch.nn.functional as F
 
 from . import skeleton as sk
-from .rotations import matrix_to_6d, quat_between, quat_canonical, quat_conj, quat_mul, quat_rotate, quat_to_matrix
+from .rotations import (
+    matrix_to_6d,
+    quat_between,
+    quat_canonical,
+    quat_conj,
+    quat_mul,
+    quat_rotate,
+    quat_to_matrix,
+)
 
 FEATURE_DIM = 263
 ROOT_ROT_VEL = slice(0, 1)
@@ -52,8 +60,8 @@ LOCAL_VEL = slice(ROT.stop, ROT.stop + 22 * 3)
 FOOT_CONTACT = slice(LOCAL_VEL.stop, LOCAL_VEL.stop + 4)
 assert FOOT_CONTACT.stop == FEATURE_DIM
 
-FEET_THRESHOLD = 0.002   # squared displacement per frame (m^2), HumanML3D's `feet_thre`
-FACING_SIGMA = 20.0      # frames; Gaussian smoothing of the facing direction (`smooth_forward=True`)
+FEET_THRESHOLD = 0.002  # squared displacement per frame (m^2), HumanML3D's `feet_thre`
+FACING_SIGMA = 20.0  # frames; Gaussian smoothing of the facing direction (`smooth_forward=True`)
 _UP = (0.0, 1.0, 0.0)
 
 
@@ -154,8 +162,13 @@ def foot_contacts(joints: torch.Tensor, threshold: float = FEET_THRESHOLD) -> to
     return (disp < threshold).to(joints.dtype)
 
 
-def joints_to_features(joints, uniform: bool = True, canonical: bool = True,
-                       feet_threshold: float = FEET_THRESHOLD, facing_sigma: float = FACING_SIGMA) -> np.ndarray:
+def joints_to_features(
+    joints,
+    uniform: bool = True,
+    canonical: bool = True,
+    feet_threshold: float = FEET_THRESHOLD,
+    facing_sigma: float = FACING_SIGMA,
+) -> np.ndarray:
     """Joint positions (T, 22, 3) in metres -> HumanML3D features (T - 1, 263), float32.
 
     `canonical=False` skips the floor / origin / facing normalisation (for joints already there)."""
@@ -165,12 +178,12 @@ def joints_to_features(joints, uniform: bool = True, canonical: bool = True,
     elif uniform:
         j = uniform_skeleton(j)
     T = j.shape[0]
-    r_rot = root_facing_quat(j, facing_sigma)                                       # (T, 4)
+    r_rot = root_facing_quat(j, facing_sigma)  # (T, 4)
     # root angular velocity: half-angle of r[t+1] r[t]^-1, w >= 0 representative
     dq = quat_canonical(quat_mul(r_rot[1:], quat_conj(r_rot[:-1])))
-    r_vel = torch.asin(dq[:, 2:3].clamp(-1.0, 1.0))                                # (T-1, 1)
-    l_vel = quat_rotate(r_rot[1:], j[1:, 0] - j[:-1, 0])[:, [0, 2]]                # (T-1, 2)
-    root_y = j[:-1, 0, 1:2]                                                         # (T-1, 1)
+    r_vel = torch.asin(dq[:, 2:3].clamp(-1.0, 1.0))  # (T-1, 1)
+    l_vel = quat_rotate(r_rot[1:], j[1:, 0] - j[:-1, 0])[:, [0, 2]]  # (T-1, 2)
+    root_y = j[:-1, 0, 1:2]  # (T-1, 1)
     local = j - j[:, :1] * j.new_tensor([1.0, 0.0, 1.0])
     ric = quat_rotate(r_rot[:, None].expand(T, sk.NUM_JOINTS, 4), local)[:-1, 1:].reshape(T - 1, -1)
     rot = matrix_to_6d(quat_to_matrix(bone_rotations(j, r_rot)))[:-1, 1:].reshape(T - 1, -1)

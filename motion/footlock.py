@@ -18,7 +18,9 @@ from . import skeleton as sk
 _LEGS = {"left": (1, 4, 7, 10), "right": (2, 5, 8, 11)}  # hip, knee, ankle, toe base
 
 
-def contacts(joints, fps: float = 20.0, height: float = 0.05, speed: float = float("inf"), min_frames: int = 2) -> np.ndarray:
+def contacts(
+    joints, fps: float = 20.0, height: float = 0.05, speed: float = float("inf"), min_frames: int = 2
+) -> np.ndarray:
     """Contact mask (T, 2) for the left and right toe bases: below `height` (and slower than `speed` m/s;
     by default any speed, since a toe that low should not slide whatever it is doing: the skating metric's
     own notion of contact), with one-frame gaps filled and contacts shorter than `min_frames` dropped."""
@@ -50,8 +52,8 @@ def _two_bone(root, target, l1, l2, pole):
     u = d_vec / np.maximum(np.linalg.norm(d_vec, axis=-1, keepdims=True), 1e-12)
     w = pole - np.sum(pole * u, -1, keepdims=True) * u
     w = w / np.maximum(np.linalg.norm(w, axis=-1, keepdims=True), 1e-12)
-    cos_a = np.clip((l1 ** 2 + d ** 2 - l2 ** 2) / (2 * l1 * d), -1, 1)
-    mid = root + l1[:, None] * (cos_a[:, None] * u + np.sqrt(1 - cos_a ** 2)[:, None] * w)
+    cos_a = np.clip((l1**2 + d**2 - l2**2) / (2 * l1 * d), -1, 1)
+    mid = root + l1[:, None] * (cos_a[:, None] * u + np.sqrt(1 - cos_a**2)[:, None] * w)
     return mid, root + d[:, None] * u
 
 

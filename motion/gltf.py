@@ -78,7 +78,12 @@ def build_gltf(local_rot, root_pos, offsets=None, fps: float = 20.0) -> tuple[di
             view["target"] = target
         views.append(view)
         blob.extend(data)
-        acc = {"bufferView": len(views) - 1, "componentType": comp, "count": int(array.shape[0]), "type": kind}
+        acc = {
+            "bufferView": len(views) - 1,
+            "componentType": comp,
+            "count": int(array.shape[0]),
+            "type": kind,
+        }
         if minmax:
             flat = array.reshape(array.shape[0], -1)
             acc["min"] = [float(x) for x in flat.min(0)]
@@ -101,31 +106,56 @@ def build_gltf(local_rot, root_pos, offsets=None, fps: float = 20.0) -> tuple[di
     t_acc = add(times, _FLOAT, "SCALAR", minmax=True)
     samplers, channels = [], []
     for j in range(sk.NUM_JOINTS):
-        samplers.append({"input": t_acc, "output": add(quat[:, j], _FLOAT, "VEC4"), "interpolation": "LINEAR"})
+        samplers.append(
+            {"input": t_acc, "output": add(quat[:, j], _FLOAT, "VEC4"), "interpolation": "LINEAR"}
+        )
         channels.append({"sampler": len(samplers) - 1, "target": {"node": j, "path": "rotation"}})
     samplers.append({"input": t_acc, "output": add(root_pos, _FLOAT, "VEC3"), "interpolation": "LINEAR"})
     channels.append({"sampler": len(samplers) - 1, "target": {"node": 0, "path": "translation"}})
 
     nodes = []
     for j in range(sk.NUM_JOINTS):
-        node = {"name": sk.JOINT_NAMES[j],
-                "translation": [float(x) for x in (root_pos[0] if j == 0 else offsets[j])],
-                "rotation": [float(x) for x in quat[0, j]]}
+        node = {
+            "name": sk.JOINT_NAMES[j],
+            "translation": [float(x) for x in (root_pos[0] if j == 0 else offsets[j])],
+            "rotation": [float(x) for x in quat[0, j]],
+        }
         if sk.CHILDREN[j]:
             node["children"] = list(sk.CHILDREN[j])
         nodes.append(node)
     nodes.append({"name": "stick_rig", "mesh": 0, "skin": 0})
     doc = {
         "asset": {"version": "2.0", "generator": "polydiff.motion"},
-        "scene": 0, "scenes": [{"nodes": [0, sk.NUM_JOINTS]}], "nodes": nodes,
-        "meshes": [{"name": "stick_rig", "primitives": [{
-            "attributes": {"POSITION": pos_acc, "JOINTS_0": j_acc, "WEIGHTS_0": w_acc}, "indices": i_acc,
-            "material": 0}]}],
-        "materials": [{"name": "bone", "pbrMetallicRoughness": {"baseColorFactor": [0.8, 0.55, 0.3, 1.0],
-                                                                "metallicFactor": 0.0, "roughnessFactor": 0.7}}],
+        "scene": 0,
+        "scenes": [{"nodes": [0, sk.NUM_JOINTS]}],
+        "nodes": nodes,
+        "meshes": [
+            {
+                "name": "stick_rig",
+                "primitives": [
+                    {
+                        "attributes": {"POSITION": pos_acc, "JOINTS_0": j_acc, "WEIGHTS_0": w_acc},
+                        "indices": i_acc,
+                        "material": 0,
+                    }
+                ],
+            }
+        ],
+        "materials": [
+            {
+                "name": "bone",
+                "pbrMetallicRoughness": {
+                    "baseColorFactor": [0.8, 0.55, 0.3, 1.0],
+                    "metallicFactor": 0.0,
+                    "roughnessFactor": 0.7,
+                },
+            }
+        ],
         "skins": [{"joints": list(range(sk.NUM_JOINTS)), "skeleton": 0, "inverseBindMatrices": ibm_acc}],
         "animations": [{"name": "motion", "samplers": samplers, "channels": channels}],
-        "accessors": accessors, "bufferViews": views, "buffers": [{"byteLength": len(blob)}],
+        "accessors": accessors,
+        "bufferViews": views,
+        "buffers": [{"byteLength": len(blob)}],
     }
     return doc, bytes(blob)
 
@@ -155,8 +185,13 @@ def write_gltf(path, local_rot, root_pos, offsets=None, fps: float = 20.0) -> Pa
         js = json.dumps(doc, separators=(",", ":")).encode()
         js += b" " * (-len(js) % 4)
         bin_ = blob + b"\0" * (-len(blob) % 4)
-        payload = (struct.pack("<4sII", b"glTF", 2, 12 + 8 + len(js) + 8 + len(bin_))
-                   + struct.pack("<I4s", len(js), b"JSON") + js + struct.pack("<I4s", len(bin_), b"BIN\0") + bin_)
+        payload = (
+            struct.pack("<4sII", b"glTF", 2, 12 + 8 + len(js) + 8 + len(bin_))
+            + struct.pack("<I4s", len(js), b"JSON")
+            + js
+            + struct.pack("<I4s", len(bin_), b"BIN\0")
+            + bin_
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -38,8 +38,13 @@ def _as_tensor(x, dtype=None, device=None) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x), dtype=dtype or torch.float64, device=device)
 
 
-def forward_kinematics(local_rot: torch.Tensor, root_pos: torch.Tensor, offsets=None,
-                       parents=sk.PARENTS, return_global: bool = False):
+def forward_kinematics(
+    local_rot: torch.Tensor,
+    root_pos: torch.Tensor,
+    offsets=None,
+    parents=sk.PARENTS,
+    return_global: bool = False,
+):
     """Joint positions from local rotations.
 
     local_rot: (..., J, 3, 3); root_pos: (..., 3); offsets: (J, 3) or (..., J, 3), default the rest
@@ -73,8 +78,9 @@ def _swing(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     v = torch.cross(a, b, dim=-1)
     c = (a * b).sum(-1)
     zero = torch.zeros_like(c)
-    vx = torch.stack([zero, -v[..., 2], v[..., 1], v[..., 2], zero, -v[..., 0],
-                      -v[..., 1], v[..., 0], zero], dim=-1).reshape(v.shape[:-1] + (3, 3))
+    vx = torch.stack(
+        [zero, -v[..., 2], v[..., 1], v[..., 2], zero, -v[..., 0], -v[..., 1], v[..., 0], zero], dim=-1
+    ).reshape(v.shape[:-1] + (3, 3))
     eye = torch.eye(3, dtype=a.dtype, device=a.device).expand_as(vx)
     # Rodrigues with (1 - c) / s^2 = 1 / (1 + c); near c = -1 fall back to a half turn about any normal
     r = eye + vx + vx @ vx / (1.0 + c).clamp_min(1e-9)[..., None, None]
@@ -114,7 +120,9 @@ def analytic_ik(joints: torch.Tensor, offsets=None) -> torch.Tensor:
         swing = _swing(rest, seen)
         if j in _HINGE_HINT:
             g = children[c][0]
-            hint0 = (par @ torch.tensor(_HINGE_HINT[j], dtype=joints.dtype, device=joints.device)[:, None])[..., 0]
+            hint0 = (par @ torch.tensor(_HINGE_HINT[j], dtype=joints.dtype, device=joints.device)[:, None])[
+                ..., 0
+            ]
             rest_bend = (par @ offsets[..., g, :, None])[..., 0]
             n_rest = torch.cross(rest, F.normalize(rest_bend, dim=-1) + _HINT_WEIGHT * hint0, dim=-1)
             bend = F.normalize(joints[..., g, :] - joints[..., c, :], dim=-1, eps=1e-12)

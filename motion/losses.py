@@ -25,8 +25,9 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * m).sum() / m.sum().clamp_min(1.0)
 
 
-def geometric_losses(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None,
-                     mean=None, std=None) -> dict[str, torch.Tensor]:
+def geometric_losses(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, mean=None, std=None
+) -> dict[str, torch.Tensor]:
     """pred, target: features (B, T, 263); mask: (B, T) True on real frames. Returns {pos, vel, foot}."""
     if mean is not None:
         mean = torch.as_tensor(mean, dtype=pred.dtype, device=pred.device)
@@ -34,11 +35,11 @@ def geometric_losses(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
         pred, target = pred * std + mean, target * std + mean
     if mask is None:
         mask = torch.ones(pred.shape[:2], dtype=torch.bool, device=pred.device)
-    jp, jt = features_to_joints(pred), features_to_joints(target)     # (B, T, 22, 3)
+    jp, jt = features_to_joints(pred), features_to_joints(target)  # (B, T, 22, 3)
     pair = mask[:, 1:] & mask[:, :-1]
     vp, vt = jp[:, 1:] - jp[:, :-1], jt[:, 1:] - jt[:, :-1]
-    contact = target[:, :-1, FOOT_CONTACT]                               # (B, T-1, 4)
-    foot_vel = (vp[:, :, list(FOOT_JOINTS)] ** 2).sum(-1)               # (B, T-1, 4)
+    contact = target[:, :-1, FOOT_CONTACT]  # (B, T-1, 4)
+    foot_vel = (vp[:, :, list(FOOT_JOINTS)] ** 2).sum(-1)  # (B, T-1, 4)
     return {
         "pos": _masked_mean(((jp - jt) ** 2).sum(-1), mask),
         "vel": _masked_mean(((vp - vt) ** 2).sum(-1), pair),

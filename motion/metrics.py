@@ -25,8 +25,10 @@ FPS = 20.0
 
 
 # -- physics ----------------------------------------------------------------------------------
-def skating_ratio(joints, fps: float = FPS, height: float = 0.05, speed: float = 0.5, window: int = 5) -> float:
-    toes = np.asarray(joints)[:, list(sk.TOES)]                                  # (T, 2, 3)
+def skating_ratio(
+    joints, fps: float = FPS, height: float = 0.05, speed: float = 0.5, window: int = 5
+) -> float:
+    toes = np.asarray(joints)[:, list(sk.TOES)]  # (T, 2, 3)
     if len(toes) < 2:
         return 0.0
     vel = np.linalg.norm(toes[1:, :, [0, 2]] - toes[:-1, :, [0, 2]], axis=-1) * fps  # (T-1, 2)
@@ -54,7 +56,7 @@ def jerk(joints, fps: float = FPS) -> float:
     j = np.asarray(joints)
     if len(j) < 4:
         return 0.0
-    d3 = np.diff(j, n=3, axis=0) * fps ** 3
+    d3 = np.diff(j, n=3, axis=0) * fps**3
     return float(np.linalg.norm(d3, axis=-1).mean())
 
 
@@ -104,7 +106,7 @@ def _displacement(seg):
 def _locomotion(label, seg, fps):
     left, fwd, speed = _displacement(seg)
     a = label["action"]
-    mid = seg[len(seg) // 4: 3 * len(seg) // 4, 0, 1]
+    mid = seg[len(seg) // 4 : 3 * len(seg) // 4, 0, 1]
     crouched = np.median(mid) < 0.78
     if a == "walk":
         return fwd > 0.5 and abs(left) < 0.5 * fwd and speed < 1.35 and not crouched
@@ -219,8 +221,18 @@ def _stand_up(label, seg, fps):
 
 _CHECKS = {
     **{a: _locomotion for a in ("walk", "jog", "run", "walk_backward", "side_step", "crouch_walk")},
-    "jump": _jump, "turn": _turn, "spin": _turn, "wave": _wave, "raise_arms": _raise_arms, "clap": _clap,
-    "punch": _punch, "kick": _kick, "squat": _squat, "bow": _bow, "sit_down": _sit_down, "stand_up": _stand_up,
+    "jump": _jump,
+    "turn": _turn,
+    "spin": _turn,
+    "wave": _wave,
+    "raise_arms": _raise_arms,
+    "clap": _clap,
+    "punch": _punch,
+    "kick": _kick,
+    "squat": _squat,
+    "bow": _bow,
+    "sit_down": _sit_down,
+    "stand_up": _stand_up,
 }
 
 

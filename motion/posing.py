@@ -32,15 +32,15 @@ _O = sk.OFFSETS
 _THIGH, _SHIN = sk.BONE_LENGTHS[J["left_knee"]], sk.BONE_LENGTHS[J["left_ankle"]]
 _UPPER, _FORE = sk.BONE_LENGTHS[J["left_elbow"]], sk.BONE_LENGTHS[J["left_wrist"]]
 _LEG_REACH = 0.998 * (_THIGH + _SHIN)
-_PITCH_GRID = np.linspace(-0.5, 1.3, 901)   # foot pitch: toes up (heel strike) to heel high
+_PITCH_GRID = np.linspace(-0.5, 1.3, 901)  # foot pitch: toes up (heel strike) to heel high
 _MAX_PITCH_CHANGE = 0.7
 
 # Wrist and elbow-pole targets of relaxed arms hanging by the sides, chest frame.
 REST_WRIST = {"l": np.array([0.19, -0.34, 0.04]), "r": np.array([-0.19, -0.34, 0.04])}
 REST_POLE = {"l": np.array([0.3, 0.0, -1.0]), "r": np.array([-0.3, 0.0, -1.0])}
-STAND_HEIGHT = sk.STANDING_PELVIS_HEIGHT - 0.012   # knees a touch soft, so standing is reachable
-STANCE_HALF_WIDTH = 0.09                            # toe bases this far either side of the pelvis
-TOE_FORWARD = float(_O[J["left_foot"], 2])         # toe base ahead of the ankle: ankle under the hip
+STAND_HEIGHT = sk.STANDING_PELVIS_HEIGHT - 0.012  # knees a touch soft, so standing is reachable
+STANCE_HALF_WIDTH = 0.09  # toe bases this far either side of the pelvis
+TOE_FORWARD = float(_O[J["left_foot"], 2])  # toe base ahead of the ankle: ankle under the hip
 
 
 def rx(a):
@@ -80,8 +80,8 @@ def two_bone_ik(root, target, l1, l2, pole):
     fallback = np.cross(u, np.cross(np.array([0.0, 1.0, 0.0]), u))
     w = np.where(np.linalg.norm(w, axis=-1, keepdims=True) > 1e-6, w, fallback + 1e-9)
     w = _unit(w)
-    cos_a = np.clip((l1 ** 2 + d ** 2 - l2 ** 2) / (2 * l1 * d), -1.0, 1.0)
-    sin_a = np.sqrt(1 - cos_a ** 2)
+    cos_a = np.clip((l1**2 + d**2 - l2**2) / (2 * l1 * d), -1.0, 1.0)
+    sin_a = np.sqrt(1 - cos_a**2)
     mid = root + l1 * (cos_a[:, None] * u + sin_a[:, None] * w)
     end = root + d[:, None] * u
     return mid, end
@@ -143,7 +143,9 @@ def pose(ch: dict) -> np.ndarray:
         out[:, shoulder] = out[:, collar] + _apply(chest, _O[shoulder])
         wrist = c3 + _apply(chest, np.broadcast_to(ch.get(f"wrist_{s}", REST_WRIST[s]), (T, 3)))
         pole = _apply(chest, np.broadcast_to(ch.get(f"pole_{s}", REST_POLE[s]), (T, 3)))
-        out[:, J[f"{name}_elbow"]], out[:, J[f"{name}_wrist"]] = two_bone_ik(out[:, shoulder], wrist, _UPPER, _FORE, pole)
+        out[:, J[f"{name}_elbow"]], out[:, J[f"{name}_wrist"]] = two_bone_ik(
+            out[:, shoulder], wrist, _UPPER, _FORE, pole
+        )
         # legs: toe target -> heel raise -> ankle -> knee
         hip = out[:, J[f"{name}_hip"]]
         toe = np.asarray(ch[f"toe_{s}"], dtype=np.float64)
@@ -153,5 +155,7 @@ def pose(ch: dict) -> np.ndarray:
         knee_pole = _apply(ry(0.5 * (yaw + fyaw)), np.array([0.0, 0.0, 1.0]))
         knee, ankle = two_bone_ik(hip, ankle, _THIGH, _SHIN, knee_pole)
         out[:, J[f"{name}_knee"]], out[:, J[f"{name}_ankle"]] = knee, ankle
-        out[:, J[f"{name}_foot"]] = ankle + _apply(ry(fyaw) @ rx(fpitch), np.broadcast_to(_O[J[f"{name}_foot"]], (T, 3)))
+        out[:, J[f"{name}_foot"]] = ankle + _apply(
+            ry(fyaw) @ rx(fpitch), np.broadcast_to(_O[J[f"{name}_foot"]], (T, 3))
+        )
     return out

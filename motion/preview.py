@@ -29,8 +29,14 @@ def _colour(chain) -> str:
     return "0.35"
 
 
-def render_frames(joints, size: int = 320, title: str | None = None, elev: float = 18.0, azim: float = -60.0,
-                  fps: float | None = 20.0):
+def render_frames(
+    joints,
+    size: int = 320,
+    title: str | None = None,
+    elev: float = 18.0,
+    azim: float = -60.0,
+    fps: float | None = 20.0,
+):
     """RGB frames (T, H, W, 3) uint8 of joints (T, 22, 3) in metres, +Y up."""
     import matplotlib
 
@@ -91,8 +97,14 @@ def write_gif(path, joints, fps: float = 20.0, size: int = 320, title: str | Non
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
-                       duration=int(round(1000 / fps)), loop=0)
+        images[0].save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=int(round(1000 / fps)),
+            loop=0,
+        )
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -19,12 +19,15 @@ def quat_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Hamilton product a * b: (..., 4)."""
     aw, ax, ay, az = a.unbind(-1)
     bw, bx, by, bz = b.unbind(-1)
-    return torch.stack([
-        aw * bw - ax * bx - ay * by - az * bz,
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-    ], dim=-1)
+    return torch.stack(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        dim=-1,
+    )
 
 
 def quat_conj(q: torch.Tensor) -> torch.Tensor:
@@ -71,11 +74,20 @@ def quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
     """(..., 4) -> (..., 3, 3)."""
     q = quat_normalize(q)
     w, x, y, z = q.unbind(-1)
-    m = torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1)
+    m = torch.stack(
+        [
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    )
     return m.reshape(q.shape[:-1] + (3, 3))
 
 
@@ -85,15 +97,19 @@ def matrix_to_quat(m: torch.Tensor) -> torch.Tensor:
     m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
     m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
     m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
-    sq = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22,
-                      1 - m00 + m11 - m22, 1 - m00 - m11 + m22], dim=-1).clamp_min(0.0)
+    sq = torch.stack(
+        [1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], dim=-1
+    ).clamp_min(0.0)
     r = torch.sqrt(sq.clamp_min(1e-20))  # 2|w|, 2|x|, 2|y|, 2|z|
-    cands = torch.stack([
-        torch.stack([r[..., 0] ** 2, m21 - m12, m02 - m20, m10 - m01], -1) / (2 * r[..., 0:1]),
-        torch.stack([m21 - m12, r[..., 1] ** 2, m10 + m01, m02 + m20], -1) / (2 * r[..., 1:2]),
-        torch.stack([m02 - m20, m10 + m01, r[..., 2] ** 2, m12 + m21], -1) / (2 * r[..., 2:3]),
-        torch.stack([m10 - m01, m20 + m02, m21 + m12, r[..., 3] ** 2], -1) / (2 * r[..., 3:4]),
-    ], dim=-2)  # (..., 4 candidates, 4)
+    cands = torch.stack(
+        [
+            torch.stack([r[..., 0] ** 2, m21 - m12, m02 - m20, m10 - m01], -1) / (2 * r[..., 0:1]),
+            torch.stack([m21 - m12, r[..., 1] ** 2, m10 + m01, m02 + m20], -1) / (2 * r[..., 1:2]),
+            torch.stack([m02 - m20, m10 + m01, r[..., 2] ** 2, m12 + m21], -1) / (2 * r[..., 2:3]),
+            torch.stack([m10 - m01, m20 + m02, m21 + m12, r[..., 3] ** 2], -1) / (2 * r[..., 3:4]),
+        ],
+        dim=-2,
+    )  # (..., 4 candidates, 4)
     best = sq.argmax(dim=-1)
     q = torch.gather(cands, -2, best[..., None, None].expand(best.shape + (1, 4))).squeeze(-2)
     return quat_canonical(quat_normalize(q))

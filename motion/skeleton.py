@@ -19,10 +19,28 @@ from __future__ import annotations
 import numpy as np
 
 JOINT_NAMES = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
-    "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck",
-    "left_collar", "right_collar", "head", "left_shoulder", "right_shoulder",
-    "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+    "pelvis",
+    "left_hip",
+    "right_hip",
+    "spine1",
+    "left_knee",
+    "right_knee",
+    "spine2",
+    "left_ankle",
+    "right_ankle",
+    "spine3",
+    "left_foot",
+    "right_foot",
+    "neck",
+    "left_collar",
+    "right_collar",
+    "head",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
 )
 NUM_JOINTS = len(JOINT_NAMES)
 JOINT_INDEX = {name: i for i, name in enumerate(JOINT_NAMES)}
@@ -52,11 +70,33 @@ CHILDREN = tuple(tuple(j for j in range(NUM_JOINTS) if PARENTS[j] == i) for i in
 assert all(p < j for j, p in enumerate(PARENTS) if p >= 0)
 
 # Unit bone directions of HumanML3D (`t2m_raw_offsets`).
-RAW_OFFSETS = np.array([
-    [0, 0, 0], [1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, -1, 0], [0, 1, 0], [0, -1, 0],
-    [0, -1, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1], [0, 1, 0], [1, 0, 0], [-1, 0, 0], [0, 0, 1],
-    [0, -1, 0], [0, -1, 0], [0, -1, 0], [0, -1, 0], [0, -1, 0], [0, -1, 0],
-], dtype=np.float64)
+RAW_OFFSETS = np.array(
+    [
+        [0, 0, 0],
+        [1, 0, 0],
+        [-1, 0, 0],
+        [0, 1, 0],
+        [0, -1, 0],
+        [0, -1, 0],
+        [0, 1, 0],
+        [0, -1, 0],
+        [0, -1, 0],
+        [0, 1, 0],
+        [0, 0, 1],
+        [0, 0, 1],
+        [0, 1, 0],
+        [1, 0, 0],
+        [-1, 0, 0],
+        [0, 0, 1],
+        [0, -1, 0],
+        [0, -1, 0],
+        [0, -1, 0],
+        [0, -1, 0],
+        [0, -1, 0],
+        [0, -1, 0],
+    ],
+    dtype=np.float64,
+)
 
 # Rest offsets in metres, child minus parent, rest pose: standing, arms hanging at the sides.
 _LEFT = {  # left side only; the right side mirrors x
@@ -93,13 +133,15 @@ OFFSETS = _build_offsets()
 BONE_LENGTHS = np.linalg.norm(OFFSETS, axis=1)  # (22,), 0 for the root
 
 # Indices the field uses by name.
-FACE_JOINTS = (2, 1, 17, 16)      # right hip, left hip, right shoulder, left shoulder (facing direction)
-FOOT_LEFT = (7, 10)               # left ankle, left foot (toe base): HumanML3D foot-contact joints
+FACE_JOINTS = (2, 1, 17, 16)  # right hip, left hip, right shoulder, left shoulder (facing direction)
+FOOT_LEFT = (7, 10)  # left ankle, left foot (toe base): HumanML3D foot-contact joints
 FOOT_RIGHT = (8, 11)
-TOES = (10, 11)                   # the joints skating metrics look at
-LEG_SCALE_BONES = (5, 8)          # right shin + right thigh-to-ankle: HumanML3D's scale reference (l_idx1, l_idx2)
-MIRROR = tuple(JOINT_INDEX[n.replace("left_", "@").replace("right_", "left_").replace("@", "right_")]
-               for n in JOINT_NAMES)  # joint index of the mirror-image joint
+TOES = (10, 11)  # the joints skating metrics look at
+LEG_SCALE_BONES = (5, 8)  # right shin + right thigh-to-ankle: HumanML3D's scale reference (l_idx1, l_idx2)
+MIRROR = tuple(
+    JOINT_INDEX[n.replace("left_", "@").replace("right_", "left_").replace("@", "right_")]
+    for n in JOINT_NAMES
+)  # joint index of the mirror-image joint
 
 
 def rest_joints(offsets: np.ndarray = OFFSETS) -> np.ndarray:

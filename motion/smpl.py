@@ -47,13 +47,38 @@ def load_smpl(model_dir, gender: str = "neutral"):
         candidates = [model_dir]
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
-        raise SMPLError(f"no SMPL model file for gender {gender!r}: looked for "
-                        f"{', '.join(str(p) for p in candidates)}; download SMPL from smpl.is.tue.mpg.de")
+        raise SMPLError(
+            f"no SMPL model file for gender {gender!r}: looked for "
+            f"{', '.join(str(p) for p in candidates)}; download SMPL from smpl.is.tue.mpg.de"
+        )
     # We read vertices only; the extra keypoints smplx would pick by vertex id are not needed, so point
     # them all at vertex 0 (this also lets small test models load).
-    ids = {k: 0 for k in ("nose", "reye", "leye", "rear", "lear", "LBigToe", "LSmallToe", "LHeel",
-                          "RBigToe", "RSmallToe", "RHeel", "lthumb", "lindex", "lmiddle", "lring", "lpinky",
-                          "rthumb", "rindex", "rmiddle", "rring", "rpinky")}
+    ids = {
+        k: 0
+        for k in (
+            "nose",
+            "reye",
+            "leye",
+            "rear",
+            "lear",
+            "LBigToe",
+            "LSmallToe",
+            "LHeel",
+            "RBigToe",
+            "RSmallToe",
+            "RHeel",
+            "lthumb",
+            "lindex",
+            "lmiddle",
+            "lring",
+            "lpinky",
+            "rthumb",
+            "rindex",
+            "rmiddle",
+            "rring",
+            "rpinky",
+        )
+    }
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
@@ -92,12 +117,16 @@ def smpl_params(joints, model, refine_steps: int = 30) -> dict[str, np.ndarray]:
     offsets = np.zeros((sk.NUM_JOINTS, 3))
     offsets[1:] = rest[1:22] - rest[parents[1:22]]
     local, root = inverse_kinematics(j, offsets=offsets, refine_steps=refine_steps)
-    aa = matrix_to_axis_angle(local).numpy()                       # (T, 22, 3)
+    aa = matrix_to_axis_angle(local).numpy()  # (T, 22, 3)
     T = len(j)
     body = np.zeros((T, 23, 3))
     body[:, :21] = aa[:, 1:]
-    return {"global_orient": aa[:, 0], "body_pose": body.reshape(T, 69),
-            "transl": root.numpy() - rest[0], "betas": np.zeros(10)}
+    return {
+        "global_orient": aa[:, 0],
+        "body_pose": body.reshape(T, 69),
+        "transl": root.numpy() - rest[0],
+        "betas": np.zeros(10),
+    }
 
 
 def smpl_vertices(params: dict, model, batch: int = 64) -> np.ndarray:
@@ -107,16 +136,19 @@ def smpl_vertices(params: dict, model, batch: int = 64) -> np.ndarray:
         for s in range(0, len(params["transl"]), batch):
             sl = slice(s, s + batch)
             n = len(params["transl"][sl])
-            o = model(global_orient=torch.as_tensor(params["global_orient"][sl], dtype=torch.float32),
-                      body_pose=torch.as_tensor(params["body_pose"][sl], dtype=torch.float32),
-                      transl=torch.as_tensor(params["transl"][sl], dtype=torch.float32),
-                      betas=torch.zeros(n, 10))
+            o = model(
+                global_orient=torch.as_tensor(params["global_orient"][sl], dtype=torch.float32),
+                body_pose=torch.as_tensor(params["body_pose"][sl], dtype=torch.float32),
+                transl=torch.as_tensor(params["transl"][sl], dtype=torch.float32),
+                betas=torch.zeros(n, 10),
+            )
             out.append(o.vertices.numpy())
     return np.concatenate(out)
 
 
-def export_smpl(path, joints, model_dir, gender: str = "neutral", fps: float = 20.0,
-                meshes: bool = True) -> Path:
+def export_smpl(
+    path, joints, model_dir, gender: str = "neutral", fps: float = 20.0, meshes: bool = True
+) -> Path:
     """Write SMPL parameters to an .npz (AMASS-style `poses` (T, 72), `trans`, `betas`, `gender`,
     `mocap_framerate`, plus smplx's `global_orient` / `body_pose` / `transl`), and with `meshes` the
     posed `vertices` (T, V, 3) and `faces`. Written atomically."""
@@ -125,8 +157,13 @@ def export_smpl(path, joints, model_dir, gender: str = "neutral", fps: float = 2
         raise SMPLError(f"SMPL parameters are written as .npz, got {path.name!r}")
     model = load_smpl(model_dir, gender)
     p = smpl_params(joints, model)
-    arrays = dict(p, poses=np.concatenate([p["global_orient"], p["body_pose"]], 1), trans=p["transl"],
-                  gender=np.array(gender), mocap_framerate=np.float64(fps))
+    arrays = dict(
+        p,
+        poses=np.concatenate([p["global_orient"], p["body_pose"]], 1),
+        trans=p["transl"],
+        gender=np.array(gender),
+        mocap_framerate=np.float64(fps),
+    )
     if meshes:
         arrays["vertices"] = smpl_vertices(p, model).astype(np.float32)
         arrays["faces"] = np.asarray(model.faces, dtype=np.int64)

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-
 from polydiff.motion import dataset as ds
 
 
@@ -21,7 +20,8 @@ def make_folder(root, lengths=(60, 120, 30), dim=263):
         np.save(root / "new_joint_vecs" / f"{name}.npy", x)
         (root / "texts" / f"{name}.txt").write_text(
             f"a person walks number {k}#a/DET person/NOUN#0.0#0.0\n"
-            f"someone strolls number {k}#someone/PRON#0.0#0.0\n")
+            f"someone strolls number {k}#someone/PRON#0.0#0.0\n"
+        )
     (root / "train.txt").write_text("\n".join(names) + "\n")
     np.save(root / "Mean.npy", np.zeros(dim, np.float32))
     np.save(root / "Std.npy", np.ones(dim, np.float32))
@@ -66,12 +66,15 @@ def test_missing_folder_and_files(tmp_path):
         ds.MotionTextDataset(tmp_path, split="dev")
 
 
-@pytest.mark.parametrize("line, message", [
-    ("a person walks#a/DET#0.0", "4 fields"),
-    ("a person walks#a/DET#zero#0.0", "must be numbers"),
-    ("#a/DET#0.0#0.0", "empty caption"),
-    ("a person walks#a/DET#3.0#1.0", "bad time span"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("a person walks#a/DET#0.0", "4 fields"),
+        ("a person walks#a/DET#zero#0.0", "must be numbers"),
+        ("#a/DET#0.0#0.0", "empty caption"),
+        ("a person walks#a/DET#3.0#1.0", "bad time span"),
+    ],
+)
 def test_malformed_caption_line_names_file_and_line(tmp_path, line, message):
     make_folder(tmp_path, lengths=(60,))
     (tmp_path / "texts" / "000000.txt").write_text("fine caption#x#0.0#0.0\n" + line + "\n")

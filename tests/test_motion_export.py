@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-
 from polydiff.motion import bvh, footlock, metrics, procedural
 from polydiff.motion import kinematics as kin
 from polydiff.motion import rotations as rot
@@ -34,7 +33,14 @@ def test_bvh_round_trip_procedural_motion(tmp_path, clip):
     read = bvh.read_bvh(path)
     assert read["names"][0] == "pelvis" and len(read["names"]) == 22
     assert abs(read["frame_time"] - 0.05) < 1e-9
-    assert read["channels"][0] == ["Xposition", "Yposition", "Zposition", "Zrotation", "Xrotation", "Yrotation"]
+    assert read["channels"][0] == [
+        "Xposition",
+        "Yposition",
+        "Zposition",
+        "Zrotation",
+        "Xrotation",
+        "Yrotation",
+    ]
     assert all(c == ["Zrotation", "Xrotation", "Yrotation"] for c in read["channels"][1:])
     assert mpjpe(by_name(read), clip) <= 1e-3
     assert np.abs(by_name(read) - clip).max() <= 1e-3
@@ -74,13 +80,16 @@ def test_foot_lock_removes_skating_and_keeps_the_root(clip):
     after = metrics.skating_ratio(cleaned)
     assert before > 0.2
     assert after <= metrics.skating_ratio(clip) + 0.02
-    np.testing.assert_array_equal(cleaned[:, 0], skating[:, 0])        # root path untouched
+    np.testing.assert_array_equal(cleaned[:, 0], skating[:, 0])  # root path untouched
     upper = [j for j in range(22) if j not in (4, 5, 7, 8, 10, 11)]
     np.testing.assert_array_equal(cleaned[:, upper], skating[:, upper])
     # the legs keep the bone lengths they had
     for a, b in ((1, 4), (4, 7), (2, 5), (5, 8), (7, 10), (8, 11)):
-        np.testing.assert_allclose(np.linalg.norm(cleaned[:, b] - cleaned[:, a], axis=-1),
-                                   np.linalg.norm(skating[:, b] - skating[:, a], axis=-1), atol=1e-9)
+        np.testing.assert_allclose(
+            np.linalg.norm(cleaned[:, b] - cleaned[:, a], axis=-1),
+            np.linalg.norm(skating[:, b] - skating[:, a], axis=-1),
+            atol=1e-9,
+        )
 
 
 def test_foot_lock_leaves_clean_motion_nearly_unchanged(clip):
@@ -101,8 +110,10 @@ def test_bad_inputs(tmp_path, clip):
         bvh.export_bvh(tmp_path / "x.bvh", clip[:3], units="inch")
     assert not list(tmp_path.iterdir())  # nothing half-written
     bad = tmp_path / "bad.bvh"
-    bad.write_text("HIERARCHY\nROOT pelvis\n{\nOFFSET 0 0 0\nCHANNELS 3 Xrotation Yrotation Zrotation\n}\n"
-                   "MOTION\nFrames: 2\nFrame Time: 0.05\n1 2 3\n")
+    bad.write_text(
+        "HIERARCHY\nROOT pelvis\n{\nOFFSET 0 0 0\nCHANNELS 3 Xrotation Yrotation Zrotation\n}\n"
+        "MOTION\nFrames: 2\nFrame Time: 0.05\n1 2 3\n"
+    )
     with pytest.raises(bvh.BVHError, match="3 motion values, expected 2 frames x 3 channels"):
         bvh.read_bvh(bad)
 
@@ -151,7 +162,6 @@ def test_save_motion_bad_inputs_leave_nothing(tmp_path, clip):
 
 def test_convert_cli(tmp_path, clip):
     from click.testing import CliRunner
-
     from polydiff.motion.plugin import cli
 
     np.save(tmp_path / "j.npy", clip[:10])

@@ -1,16 +1,13 @@
 """HumanML3D 263-dim features: layout, closed forms, joints -> features -> joints round trip."""
 
-import math
-
 import numpy as np
 import pytest
 import torch
-from scipy.ndimage import gaussian_filter1d
-
 from polydiff.motion import features as ft
 from polydiff.motion import kinematics as kin
 from polydiff.motion import rotations as rot
 from polydiff.motion import skeleton as sk
+from scipy.ndimage import gaussian_filter1d
 
 
 def smooth_motion(T=120, turn_rate=0.0, speed=1.2, seed=0, fps=20.0, wobble=0.3):
@@ -34,7 +31,11 @@ def smooth_motion(T=120, turn_rate=0.0, speed=1.2, seed=0, fps=20.0, wobble=0.3)
 def test_layout_index_ranges():
     assert (ft.ROOT_ROT_VEL, ft.ROOT_LIN_VEL, ft.ROOT_Y) == (slice(0, 1), slice(1, 3), slice(3, 4))
     assert (ft.RIC, ft.ROT, ft.LOCAL_VEL, ft.FOOT_CONTACT) == (
-        slice(4, 67), slice(67, 193), slice(193, 259), slice(259, 263))
+        slice(4, 67),
+        slice(67, 193),
+        slice(193, 259),
+        slice(259, 263),
+    )
     f = ft.joints_to_features(smooth_motion(T=30))
     assert f.shape == (29, 263) and f.dtype == np.float32
     assert set(np.unique(f[:, ft.FOOT_CONTACT])) <= {0.0, 1.0}
@@ -59,7 +60,9 @@ def test_uniform_skeleton_keeps_our_skeleton_and_rescales_others():
     big = joints * 1.3
     u = ft.uniform_skeleton(big)
     lengths = (u[:, 1:] - u[:, list(sk.PARENTS[1:])]).norm(dim=-1)
-    np.testing.assert_allclose(lengths.numpy(), np.broadcast_to(sk.BONE_LENGTHS[1:], lengths.shape), atol=1e-9)
+    np.testing.assert_allclose(
+        lengths.numpy(), np.broadcast_to(sk.BONE_LENGTHS[1:], lengths.shape), atol=1e-9
+    )
     # every bone keeps its direction; a uniformly scaled body maps back onto ours, root path included
     np.testing.assert_allclose(u.numpy(), joints.numpy(), atol=1e-9)
     warped = joints.clone()
@@ -76,8 +79,9 @@ def test_canonical_frame_and_what_is_lost():
     # rotate and shift the whole motion: features do not change (initial facing / position are lost)
     r = rot.rot_y(torch.tensor(2.1, dtype=torch.float64))
     moved = (r @ joints[..., None])[..., 0] + torch.tensor([5.0, 0.3, -2.0], dtype=torch.float64)
-    np.testing.assert_allclose(ft.joints_to_features(moved, uniform=False),
-                               ft.joints_to_features(joints, uniform=False), atol=2e-5)
+    np.testing.assert_allclose(
+        ft.joints_to_features(moved, uniform=False), ft.joints_to_features(joints, uniform=False), atol=2e-5
+    )
     c = ft.canonicalize(joints)
     assert abs(c[..., 1].min().item()) < 1e-12
     np.testing.assert_allclose(c[0, 0, [0, 2]].numpy(), 0.0, atol=1e-12)
@@ -125,8 +129,10 @@ def test_recovery_is_differentiable():
     grad = feats.grad
     assert torch.isfinite(grad).all()
     # the last wrist depends on every earlier root velocity and on its own ric entry
-    assert grad[:-1, 1:3].abs().sum() > 0 and grad[-1, 4 + 20 * 3:4 + 21 * 3].abs().sum() > 0
-    assert torch.autograd.gradcheck(lambda f: ft.features_to_joints(f), (feats[:4].detach().clone().requires_grad_(True),), fast_mode=True)
+    assert grad[:-1, 1:3].abs().sum() > 0 and grad[-1, 4 + 20 * 3 : 4 + 21 * 3].abs().sum() > 0
+    assert torch.autograd.gradcheck(
+        lambda f: ft.features_to_joints(f), (feats[:4].detach().clone().requires_grad_(True),), fast_mode=True
+    )
 
 
 def test_mean_std_blocks_and_normalisation():

@@ -5,7 +5,6 @@ import struct
 
 import numpy as np
 import pytest
-
 from polydiff.motion import gltf, procedural
 from polydiff.motion.features import canonicalize
 
@@ -16,10 +15,10 @@ def parse_glb(path):
     assert magic == b"glTF" and version == 2 and length == len(data)
     n_json, kind = struct.unpack_from("<I4s", data, 12)
     assert kind == b"JSON"
-    doc = json.loads(data[20:20 + n_json])
+    doc = json.loads(data[20 : 20 + n_json])
     n_bin, kind = struct.unpack_from("<I4s", data, 20 + n_json)
     assert kind == b"BIN\0"
-    return doc, data[28 + n_json:28 + n_json + n_bin]
+    return doc, data[28 + n_json : 28 + n_json + n_bin]
 
 
 def accessor(doc, blob, i):
@@ -33,10 +32,14 @@ def accessor(doc, blob, i):
 
 def quat_xyzw_to_matrix(q):
     x, y, z, w = q[..., 0], q[..., 1], q[..., 2], q[..., 3]
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1)], -2)
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        -2,
+    )
 
 
 def animated_joints(doc, blob):

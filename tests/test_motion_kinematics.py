@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from polydiff.motion import kinematics as kin
 from polydiff.motion import rotations as rot
 from polydiff.motion import skeleton as sk
@@ -43,22 +42,34 @@ def test_quaternion_matrix_axis_angle_6d_round_trips():
     torch.testing.assert_close(rot.quat_rotate(q, v), (m @ v[..., None])[..., 0], atol=1e-12, rtol=0)
     # the product of quaternions is the product of matrices
     q2 = rot.matrix_to_quat(random_rotations(500, seed=1))
-    torch.testing.assert_close(rot.quat_to_matrix(rot.quat_mul(q, q2)),
-                               rot.quat_to_matrix(q) @ rot.quat_to_matrix(q2), atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        rot.quat_to_matrix(rot.quat_mul(q, q2)),
+        rot.quat_to_matrix(q) @ rot.quat_to_matrix(q2),
+        atol=1e-12,
+        rtol=0,
+    )
 
 
 def test_closed_forms():
     # a quarter turn about +Y takes +Z to +X (the body turns to its left)
     r = rot.rot_y(torch.tensor(math.pi / 2, dtype=torch.float64))
-    torch.testing.assert_close(r @ torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64),
-                               torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64), atol=1e-15, rtol=0)
+    torch.testing.assert_close(
+        r @ torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64),
+        torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64),
+        atol=1e-15,
+        rtol=0,
+    )
     aa = torch.tensor([0.0, math.pi / 2, 0.0], dtype=torch.float64)
     torch.testing.assert_close(rot.axis_angle_to_matrix(aa), r, atol=1e-15, rtol=0)
     u = torch.randn(100, 3, dtype=torch.float64)
     v = torch.randn(100, 3, dtype=torch.float64)
     q = rot.quat_between(u, v)
-    torch.testing.assert_close(rot.quat_rotate(q, u / u.norm(dim=-1, keepdim=True)),
-                               v / v.norm(dim=-1, keepdim=True), atol=1e-12, rtol=0)
+    torch.testing.assert_close(
+        rot.quat_rotate(q, u / u.norm(dim=-1, keepdim=True)),
+        v / v.norm(dim=-1, keepdim=True),
+        atol=1e-12,
+        rtol=0,
+    )
     q = rot.quat_between(u, -u)  # opposite directions still give a valid half turn
     torch.testing.assert_close(rot.quat_rotate(q, u), -u, atol=1e-12, rtol=0)
 
@@ -71,7 +82,9 @@ def test_euler_round_trip(order):
     # near gimbal lock too
     e0 = torch.tensor([[0.3, math.pi / 2 - 1e-9, -0.7], [1.0, -math.pi / 2, 0.2]], dtype=torch.float64)
     m0 = rot.euler_to_matrix(e0, order)
-    torch.testing.assert_close(rot.euler_to_matrix(rot.matrix_to_euler(m0, order), order), m0, atol=1e-7, rtol=0)
+    torch.testing.assert_close(
+        rot.euler_to_matrix(rot.matrix_to_euler(m0, order), order), m0, atol=1e-7, rtol=0
+    )
 
 
 def test_fk_of_identity_is_rest_pose():

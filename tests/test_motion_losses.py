@@ -2,7 +2,6 @@
 
 import numpy as np
 import torch
-
 from polydiff.motion import procedural
 from polydiff.motion.features import features_to_joints, joints_to_features, mean_std
 from polydiff.motion.losses import geometric_losses

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from polydiff.motion import preview, procedural
 from polydiff.motion.features import canonicalize
 

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from polydiff.motion import captions as cap
-from polydiff.motion import corpus, metrics, procedural, skeleton as sk
+from polydiff.motion import corpus, metrics, procedural
+from polydiff.motion import skeleton as sk
 from polydiff.motion.dataset import MotionTextDataset
 from polydiff.motion.features import canonicalize
 
@@ -25,8 +25,9 @@ def every_action():
 def test_every_action_is_a_rigid_motion_on_the_floor(every_action):
     for name, (j, _) in every_action.items():
         lengths = np.linalg.norm(j[:, 1:] - j[:, list(sk.PARENTS[1:])], axis=-1)
-        np.testing.assert_allclose(lengths, np.broadcast_to(sk.BONE_LENGTHS[1:], lengths.shape), atol=1e-9,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            lengths, np.broadcast_to(sk.BONE_LENGTHS[1:], lengths.shape), atol=1e-9, err_msg=name
+        )
         assert abs(j[..., 1].min()) < 1e-9, name  # canonical floor is the toe base on the ground
         assert np.all(np.isfinite(j))
 
@@ -52,15 +53,23 @@ def test_checkers_pass_on_ground_truth_and_mostly_fail_on_other_motions(every_ac
         j, labels = every_action[name]
         assert all(metrics.check(lb, j) for lb in labels), (name, labels)
     # the same labels on a different action's motion: the checker should say no
-    wrong = [metrics.check(every_action[a][1][0], every_action[b][0])
-             for a in names for b in names if a != b and not {a, b} <= {"turn", "spin"}]
+    wrong = [
+        metrics.check(every_action[a][1][0], every_action[b][0])
+        for a in names
+        for b in names
+        if a != b and not {a, b} <= {"turn", "spin"}
+    ]
     assert np.mean(wrong) < 0.1
 
 
 def test_checkers_distinguish_left_and_right():
     rng = np.random.default_rng(0)
-    for action, key, sides in (("wave", "hand", ("left", "right")), ("kick", "foot", ("left", "right")),
-                               ("turn", "direction", ("left", "right")), ("side_step", "direction", ("left", "right"))):
+    for action, key, sides in (
+        ("wave", "hand", ("left", "right")),
+        ("kick", "foot", ("left", "right")),
+        ("turn", "direction", ("left", "right")),
+        ("side_step", "direction", ("left", "right")),
+    ):
         for side in sides:
             j, labels = procedural.perform([(action, {key: side})], rng)
             lb = labels[0]
@@ -70,8 +79,9 @@ def test_checkers_distinguish_left_and_right():
 
 def test_turn_angle_and_sequence_spans():
     rng = np.random.default_rng(1)
-    j, labels = procedural.perform([("walk", {"speed": 1.0, "duration": 3.0}),
-                                    ("turn", {"angle": 90, "direction": "left"}), "wave"], rng)
+    j, labels = procedural.perform(
+        [("walk", {"speed": 1.0, "duration": 3.0}), ("turn", {"angle": 90, "direction": "left"}), "wave"], rng
+    )
     assert [lb["action"] for lb in labels] == ["walk", "turn", "wave"]
     assert labels[0]["start"] == 0 and labels[1]["start"] == labels[0]["end"] and labels[-1]["end"] == len(j)
     yaw = metrics.facing_yaw(j)
@@ -80,7 +90,7 @@ def test_turn_angle_and_sequence_spans():
     # actions hand over in the neutral stance: at each boundary every joint is nearly at rest
     step = np.linalg.norm(np.diff(j, axis=0), axis=-1).max(axis=1)  # (T-1,) fastest joint per frame
     for lb in labels[1:]:
-        assert step[lb["start"] - 2:lb["start"]].max() < 0.03  # the two frame pairs up to the handover
+        assert step[lb["start"] - 2 : lb["start"]].max() < 0.03  # the two frame pairs up to the handover
     assert step.max() < 0.35  # a walking swing foot peaks near 5 m/s
 
 
@@ -106,13 +116,15 @@ def test_captions_use_heldout_templates_only_when_asked():
 def test_build_data_folder_is_deterministic_and_readable(tmp_path):
     result = CliRunner().invoke(
         __import__("polydiff.motion.plugin", fromlist=["cli"]).cli,
-        ["build-data", "-o", str(tmp_path / "a"), "--clips", "6", "--seed", "5"])
+        ["build-data", "-o", str(tmp_path / "a"), "--clips", "6", "--seed", "5"],
+    )
     assert result.exit_code == 0, result.output
     corpus.build_data(tmp_path / "b", clips=6, seed=5)
     a, b = tmp_path / "a", tmp_path / "b"
     for name in ("000000", "000005"):
-        np.testing.assert_array_equal(np.load(a / "new_joint_vecs" / f"{name}.npy"),
-                                      np.load(b / "new_joint_vecs" / f"{name}.npy"))
+        np.testing.assert_array_equal(
+            np.load(a / "new_joint_vecs" / f"{name}.npy"), np.load(b / "new_joint_vecs" / f"{name}.npy")
+        )
         assert (a / "texts" / f"{name}.txt").read_text() == (b / "texts" / f"{name}.txt").read_text()
     splits = {s: (a / f"{s}.txt").read_text().split() for s in ("train", "val", "test")}
     assert sorted(sum(splits.values(), [])) == [f"{i:06d}" for i in range(6)]

@@ -5,9 +5,9 @@ import pytest
 
 pytest.importorskip("smplx")
 
-from polydiff.motion import procedural, smpl  # noqa: E402
-from polydiff.motion import skeleton as sk  # noqa: E402
-from polydiff.motion.features import canonicalize  # noqa: E402
+from polydiff.motion import procedural, smpl
+from polydiff.motion import skeleton as sk
+from polydiff.motion.features import canonicalize
 
 
 def synthetic_smpl(folder, t_pose=False):
@@ -30,9 +30,16 @@ def synthetic_smpl(folder, t_pose=False):
     for j in range(1, 24):
         weights[j, parents[j]] = 1.0
     kintree = np.array([[4294967295] + parents[1:], list(range(24))], dtype=np.int64)
-    np.savez(folder / "SMPL_NEUTRAL.npz", v_template=rest, shapedirs=np.zeros((24, 3, 10)),
-             posedirs=np.zeros((24, 3, 207)), J_regressor=np.eye(24), weights=weights,
-             kintree_table=kintree, f=np.array([[0, 1, 2], [0, 2, 3]], dtype=np.int64))
+    np.savez(
+        folder / "SMPL_NEUTRAL.npz",
+        v_template=rest,
+        shapedirs=np.zeros((24, 3, 10)),
+        posedirs=np.zeros((24, 3, 207)),
+        J_regressor=np.eye(24),
+        weights=weights,
+        kintree_table=kintree,
+        f=np.array([[0, 1, 2], [0, 2, 3]], dtype=np.int64),
+    )
     return rest
 
 
@@ -71,16 +78,25 @@ def test_missing_and_bad_model_files(tmp_path, clip):
 
 def test_convert_cli_writes_smpl(tmp_path, clip):
     from click.testing import CliRunner
-
     from polydiff.motion.plugin import cli
 
     synthetic_smpl(tmp_path)
     np.save(tmp_path / "j.npy", clip)
-    r = CliRunner().invoke(cli, ["convert", str(tmp_path / "j.npy"), "-o", str(tmp_path / "s.npz"),
-                                 "--smpl", str(tmp_path)])
+    r = CliRunner().invoke(
+        cli, ["convert", str(tmp_path / "j.npy"), "-o", str(tmp_path / "s.npz"), "--smpl", str(tmp_path)]
+    )
     assert r.exit_code == 0, r.output
     with np.load(tmp_path / "s.npz") as z:
         assert z["poses"].shape == (len(clip), 72)
-    r = CliRunner().invoke(cli, ["convert", str(tmp_path / "j.npy"), "-o", str(tmp_path / "t.npz"),
-                                 "--smpl", str(tmp_path / "nowhere")])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "convert",
+            str(tmp_path / "j.npy"),
+            "-o",
+            str(tmp_path / "t.npz"),
+            "--smpl",
+            str(tmp_path / "nowhere"),
+        ],
+    )
     assert r.exit_code != 0 and "no SMPL model file" in r.output
