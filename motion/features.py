@@ -48,6 +48,7 @@ from .rotations import (
     quat_mul,
     quat_rotate,
     quat_to_matrix,
+    sixd_to_matrix,
 )
 
 FEATURE_DIM = 263
@@ -219,6 +220,30 @@ def features_to_joints(features) -> torch.Tensor:
     z = s * ric[..., 0] + c * ric[..., 2] + root[..., None, 2]
     body = torch.stack([x, ric[..., 1], z], dim=-1)
     return torch.cat([root[..., None, :], body], dim=-2)
+
+
+def features_to_joints_rot(features, bone_lengths=None) -> torch.Tensor:
+    """HumanML3D `recover_from_rot`: joints (..., T, 22, 3) by forward kinematics of the per-bone
+    rotations (the `rot` block) on the uniform skeleton, root from the root channels. Every bone has
+    exactly its length in `bone_lengths` (22,) (default: this skeleton's), so the result is a rigid
+    motion that IK / BVH export reproduce exactly, unlike `features_to_joints`, whose bones may stretch
+    when the features come from a model. Differentiable."""
+    f = features if isinstance(features, torch.Tensor) else torch.as_tensor(np.asarray(features))
+    if f.shape[-1] != FEATURE_DIM:
+        raise FeatureError(f"features must end in {FEATURE_DIM} channels, got shape {tuple(f.shape)}")
+    lengths = f.new_tensor(sk.BONE_LENGTHS if bone_lengths is None else bone_lengths)
+    angle, root = recover_root(f)
+    zero = torch.zeros_like(angle)
+    r_rot = quat_to_matrix(torch.stack([torch.cos(angle), zero, torch.sin(angle), zero], dim=-1))
+    rot = sixd_to_matrix(f[..., ROT].reshape(f.shape[:-1] + (21, 6)))  # (..., T, 21, 3, 3)
+    raw = f.new_tensor(sk.RAW_OFFSETS)
+    joints: list = [root] + [None] * (sk.NUM_JOINTS - 1)
+    for chain in sk.KINEMATIC_CHAIN:
+        acc = r_rot
+        for a, b in zip(chain[:-1], chain[1:]):
+            acc = acc @ rot[..., b - 1, :, :]
+            joints[b] = joints[a] + (acc @ (raw[b] * lengths[b]))
+    return torch.stack(joints, dim=-2)
 
 
 # -- normalisation ------------------------------------------------------------------------------

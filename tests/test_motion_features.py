@@ -149,3 +149,21 @@ def test_bad_shapes_raise_clear_errors():
         ft.joints_to_features(np.zeros((10, 21, 3)))
     with pytest.raises(ft.FeatureError, match="263"):
         ft.features_to_joints(torch.zeros(5, 262))
+
+
+def test_recover_from_rotations_matches_positions_on_rigid_motion():
+    joints = smooth_motion(T=80, turn_rate=1.2, seed=5)
+    feats = torch.from_numpy(ft.joints_to_features(joints, uniform=False)).double()
+    by_rot = ft.features_to_joints_rot(feats)
+    canon = ft.canonicalize(joints)[:-1]
+    assert (by_rot - canon).norm(dim=-1).max().item() < 1e-4
+    # on features from a model the positions may stretch the bones; FK of the rotations never does
+    noisy = feats + 0.05 * torch.randn_like(feats)
+    j = ft.features_to_joints_rot(noisy)
+    lengths = (j[:, 1:] - j[:, list(sk.PARENTS[1:])]).norm(dim=-1)
+    np.testing.assert_allclose(
+        lengths.numpy(), np.broadcast_to(sk.BONE_LENGTHS[1:], lengths.shape), atol=1e-9
+    )
+    jr = ft.features_to_joints(noisy)
+    stretch = (jr[:, 1:] - jr[:, list(sk.PARENTS[1:])]).norm(dim=-1) - torch.from_numpy(sk.BONE_LENGTHS[1:])
+    assert stretch.abs().max() > 1e-2
