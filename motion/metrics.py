@@ -237,6 +237,19 @@ _CHECKS = {
 
 
 def attribute_accuracy(pairs) -> float:
-    """Fraction of (labels, joints) pairs whose every label passes its checker, per action label."""
+    """Fraction of action labels, over all (labels, joints) pairs, that their checker confirms."""
     results = [check(lb, j) for labels, j in pairs for lb in labels]
     return float(np.mean(results)) if results else float("nan")
+
+
+def summary(pairs, fps: float = FPS) -> dict[str, float]:
+    """The figures of one row of the motion table for (labels, joints) pairs: attribute accuracy
+    (per label), and the clip means of skating ratio, penetration, floating and jerk."""
+    joints = [j for _, j in pairs]
+    return {
+        "attribute_accuracy": attribute_accuracy(pairs),
+        "skating_ratio": float(np.mean([skating_ratio(j, fps) for j in joints])),
+        "penetration_m": float(np.mean([ground_penetration(j) for j in joints])),
+        "floating_m": float(np.mean([floating(j) for j in joints])),
+        "jerk": float(np.mean([jerk(j, fps) for j in joints])),
+    }

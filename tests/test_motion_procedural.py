@@ -52,6 +52,8 @@ def test_checkers_pass_on_ground_truth_and_mostly_fail_on_other_motions(every_ac
     for name in names:
         j, labels = every_action[name]
         assert all(metrics.check(lb, j) for lb in labels), (name, labels)
+    table = metrics.summary([(labels, j) for j, labels in every_action.values()])
+    assert table["attribute_accuracy"] == 1.0 and table["skating_ratio"] <= 0.01
     # the same labels on a different action's motion: the checker should say no
     wrong = [
         metrics.check(every_action[a][1][0], every_action[b][0])
