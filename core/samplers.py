@@ -74,7 +74,7 @@ class _Run:
 
     def start(self, x, eta: float = 0.0):
         """Take the closed-form step from sigma = inf if the grid starts there; returns (x, sigmas left)."""
-        sig = self.sig
+        sig, eta = self.sig, min(eta, 1.0)
         if math.isinf(sig[0]):
             denoised, s1 = self(x, math.inf), sig[1]
             x = denoised + s1 * (math.sqrt(1 - eta**2) * x + (eta * self.noise(x) if eta > 0 else 0))

@@ -1,7 +1,8 @@
 """Our samplers against the diffusers scheduler loops (an independent implementation), same model, same
 start: max |diff| <= 1e-4 in float32, for N in {1, 2, 3, 10, 50}, eps- and v-prediction, leading and
-trailing spacing, default and Karras sigmas. Only the scheduler's sigmas (and its alphas_cumprod table,
-to map a sigma back to the model's timestep) are passed to our side.
+trailing spacing, default and Karras sigmas; also UniPC, and with a shared generator the stochastic
+euler_ancestral, dpmpp_2m_sde and ddpm. Only the scheduler's sigmas (and its alphas_cumprod table, to map
+a sigma back to the model's timestep) are passed to our side.
 
 Not compared: DDIM on trailing spacing. diffusers' DDIMScheduler steps to t - T // N, which for trailing
 (and linspace) spacing is not the next timestep of the grid when N does not divide T (diffusers #11347,
@@ -12,8 +13,9 @@ import math
 
 import pytest
 import torch
-from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
-                       FlowMatchEulerDiscreteScheduler, HeunDiscreteScheduler, UniPCMultistepScheduler)
+from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+                       EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, HeunDiscreteScheduler,
+                       UniPCMultistepScheduler)
 
 from polydiff.core.precond import FlowDenoiser, VPDenoiser
 from polydiff.core.samplers import sample
@@ -145,3 +147,35 @@ def test_unipc_matches(prediction):
         ours = _ours(sched, sigmas, "unipc", pred, x_edm)
         err = (ours - ref).abs().max().item()
         assert err <= TOL, f"unipc n={n}: max |diff| {err:.2e}"
+
+
+def _stochastic_loop(sched, x, seed):
+    g = torch.Generator().manual_seed(seed)
+    for t in sched.timesteps:
+        out = NET(sched.scale_model_input(x, t), t)
+        x = sched.step(out, t, x, generator=g).prev_sample
+    return x
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_stochastic_samplers_match_with_the_same_generator(prediction):
+    """Both sides draw one randn(x.shape) per noisy step from the same generator, so ancestral Euler,
+    SDE-DPM-Solver++(2M) and DDPM (leading spacing, posterior variance) match sample for sample."""
+    pred = {"epsilon": "eps", "v_prediction": "v"}[prediction]
+    cases = [("euler_ancestral", lambda: EulerAncestralDiscreteScheduler(prediction_type=prediction, **SD), False),
+             ("dpmpp_2m_sde", lambda: DPMSolverMultistepScheduler(prediction_type=prediction,
+                                                                   algorithm_type="sde-dpmsolver++", **SD), True),
+             ("ddpm", lambda: DDPMScheduler(prediction_type=prediction, clip_sample=False,
+                                            timestep_spacing="leading", **SD), True)]
+    for method, make, vp_input in cases:
+        for n in NS:
+            sched = make()
+            sched.set_timesteps(n)
+            table = DiscreteSchedule(sched.alphas_cumprod)
+            sigmas = sched.sigmas if hasattr(sched, "sigmas") and method != "ddpm" else table.sigmas(n, "leading")
+            x_edm = _noise() * sigmas[0]
+            ref = _stochastic_loop(sched, x_edm / (1 + sigmas[0] ** 2) ** 0.5 if vp_input else x_edm.clone(), 99)
+            ours = sample(VPDenoiser(NET, table, pred), x_edm, sigmas, method,
+                          generator=torch.Generator().manual_seed(99))
+            err = (ours - ref).abs().max().item()
+            assert err <= TOL, f"{method} n={n}: max |diff| {err:.2e}"
