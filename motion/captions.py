@@ -34,6 +34,28 @@ _T = {
         ("runs straight ahead fast", "train"),
         ("dashes forward", "heldout"),
     ],
+    "walk_curve": [
+        ("walks forward while turning {side}{adv}", "train"),
+        ("walks in a curve to the {side}{adv}", "train"),
+        ("walks along an arc bending {side}", "train"),
+        ("curves {side} while walking{adv}", "heldout"),
+    ],
+    "walk_circle": [
+        ("walks in a circle", "train"),
+        ("walks around in a full circle to the {side}", "train"),
+        ("walks a full loop{adv}", "train"),
+        ("strolls around in a circle", "heldout"),
+    ],
+    "run_curve": [
+        ("runs in a curve to the {side}", "train"),
+        ("runs forward while turning {side}", "train"),
+        ("sprints along an arc to the {side}", "heldout"),
+    ],
+    "run_circle": [
+        ("runs in a circle", "train"),
+        ("runs around in a full circle to the {side}", "train"),
+        ("dashes around in a loop", "heldout"),
+    ],
     "walk_backward": [
         ("walks backwards", "train"),
         ("steps backward", "train"),
@@ -144,6 +166,8 @@ _NUM = {1: "once", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
 
 def template_key(label: dict) -> str:
     a = label["action"]
+    if label.get("curve"):
+        return f"{a}_circle" if abs(label["curve"]) >= 300 else f"{a}_curve"
     if a == "jump":
         return "jump_forward" if label.get("direction") == "forward" else "jump_in_place"
     if a == "punch":
@@ -170,7 +194,10 @@ def _slots(label: dict, rng) -> dict:
             else ("", " at a normal pace")
         )
         adv = str(rng.choice(pool))
-    side = label.get("hand") or label.get("foot") or label.get("direction") or ""
+    if label.get("curve"):
+        side = "left" if label["curve"] > 0 else "right"
+    else:
+        side = label.get("hand") or label.get("foot") or label.get("direction") or ""
     amount = ""
     if a == "turn":
         amount = {45.0: " slightly", 90.0: "", 135.0: " sharply", 180.0: " all the way around"}.get(

@@ -8,7 +8,8 @@ so call it on canonical joints (floor at y = 0).
 
 Attribute checkers are written on the skeleton, not on any learned model: given one action label of
 procedural.py (with its frame span) and joints, each says whether the motion shows it ("walks forward"
-moves the root forward relative to the facing at the start of the span, "jumps" lifts the pelvis with
+moves the root forward relative to the facing at the start of the span ("walks in a curve to the left"
+turns that facing left while moving along it), "jumps" lifts the pelvis with
 both toes off the floor, "waves the right hand" keeps the right wrist above the right shoulder while it
 swings, "turns left" turns the facing counter-clockwise seen from above by about the angle, ...).
 """
@@ -103,11 +104,36 @@ def _displacement(seg):
     return left, fwd, np.hypot(left, fwd) / (len(seg) / FPS)
 
 
+def _turned(seg) -> float:
+    """Change of facing over a segment, degrees, + left."""
+    yaw = facing_yaw(seg)
+    return float(np.rad2deg(yaw[-3:].mean() - yaw[:3].mean()))
+
+
+def _curved(label, seg, fps):
+    """Walking / running along an arc: the facing turns by about `curve` degrees, the pelvis travels
+    forward along its own facing, at the gait's speed measured along the path."""
+    if abs(_turned(seg) - label["curve"]) > 45:
+        return False
+    step = np.diff(seg[:, 0, [0, 2]], axis=0)
+    yaw = facing_yaw(seg)[:-1]
+    along = step[:, 0] * np.sin(yaw) + step[:, 1] * np.cos(yaw)  # displacement along the facing
+    path_speed = np.linalg.norm(step, axis=-1).sum() / (len(seg) / fps)
+    forward = along.sum() > 0.8 * np.linalg.norm(step, axis=-1).sum()
+    if label["action"] == "walk":
+        return forward and 0.2 < path_speed < 1.35
+    return forward and path_speed >= 2.3
+
+
 def _locomotion(label, seg, fps):
+    if label.get("curve"):
+        return _curved(label, seg, fps)
     left, fwd, speed = _displacement(seg)
     a = label["action"]
     mid = seg[len(seg) // 4 : 3 * len(seg) // 4, 0, 1]
     crouched = np.median(mid) < 0.78
+    if abs(_turned(seg)) > 40:  # straight locomotion keeps its facing
+        return False
     if a == "walk":
         return fwd > 0.5 and abs(left) < 0.5 * fwd and speed < 1.35 and not crouched
     if a == "jog":
@@ -133,8 +159,7 @@ def _jump(label, seg, fps):
 
 
 def _turn(label, seg, fps):
-    yaw = facing_yaw(seg)
-    delta = np.rad2deg(yaw[-3:].mean() - yaw[:3].mean())
+    delta = _turned(seg)
     sign = 1.0 if label["direction"] == "left" else -1.0
     if label["action"] == "spin":
         return sign * delta > 300

@@ -31,22 +31,37 @@ LOCOMOTION = {  # gait, body-frame direction, speed range (m/s)
 }
 
 
-def locomote(state, rng, action, duration=None, speed=None, direction=None):
+CURVES = ("walk", "run")  # gaits that may bend their path: `curve` degrees, + left, 360 = a circle
+
+
+def locomote(state, rng, action, duration=None, speed=None, direction=None, curve=None):
     gait, move, (lo, hi) = LOCOMOTION[action]
     speed = float(rng.uniform(lo, hi)) if speed is None else float(speed)
     duration = float(rng.uniform(2.5, 4.0)) if duration is None else float(duration)
+    if curve is None:
+        curve = 0.0
+        if action in CURVES and rng.random() < 0.3:
+            curve = float(rng.choice([-1, 1]) * (360.0 if rng.random() < 0.25 else rng.uniform(60, 180)))
+            if abs(curve) >= 360:  # a full circle needs time
+                duration = max(duration, 4.5 if action == "walk" else 3.0)
+    elif curve and action not in CURVES:
+        raise ValueError(f"{action!r} walks straight; curves are for {CURVES}")
     if action == "side_step":
         direction = direction or ("left" if rng.random() < 0.5 else "right")
         move = (1.0, 0.0) if direction == "left" else (-1.0, 0.0)
     else:
         direction = {(0.0, 1.0): "forward", (0.0, -1.0): "backward"}[move]
-    ch, end, info = stepping(state, gait, move=move, speed=speed, duration=duration, rng=rng)
+    ch, end, info = stepping(
+        state, gait, move=move, speed=speed, turn=np.deg2rad(curve), duration=duration, rng=rng
+    )
     label = dict(
         action=action,
         speed=round(speed, 3),
         direction=direction,
         distance=round(speed * (info["t1"] - info["t0"]), 3),
     )
+    if curve:
+        label["curve"] = round(float(curve), 1)
     return ch, label, end
 
 

@@ -124,7 +124,8 @@ def stepping(
     rng=None,
 ):
     """Footstep locomotion. move: unit direction in the body frame (x left, z forward); speed: mean
-    speed while moving (m/s); turn: total yaw change (radians, + left)."""
+    speed while moving (m/s); turn: total yaw change (radians, + left), which with a move bends the
+    path into an arc (the direction of travel turns with the body)."""
     g = GAITS[gait]
     Ts, Tsw, width = g["Ts"], g["Tsw"], g.get("width", STANCE_HALF_WIDTH)
     t0 = 0.2
@@ -134,8 +135,11 @@ def stepping(
     t = _times(t1 + SETTLE)
     prog = ease_progress((t - t0) / (t1 - t0))
     dist = speed * (t1 - t0)
-    xz = state.xz + _body_to_world(state.yaw, np.asarray(move, float))[None] * dist * prog[:, None]
     yaw = state.yaw + turn * prog
+    # the pelvis travels along its own (turning) facing: a straight line, or an arc when turning
+    step = np.diff(dist * prog, prepend=0.0)
+    heading = 0.5 * (yaw + np.concatenate([yaw[:1], yaw[:-1]]))
+    xz = state.xz + np.cumsum(_body_to_world(heading, np.asarray(move, float)[None]) * step[:, None], 0)
     ch = neutral(state, t)
     ch["root"][:, [0, 2]] = xz
     ch["yaw"] = yaw

@@ -153,3 +153,18 @@ def test_build_data_refuses_to_overwrite_and_leaves_nothing_half_written(tmp_pat
         corpus.build_data(tmp_path / "d", clips=0)
     assert not (tmp_path / "d").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_curved_and_circular_walks():
+    rng = np.random.default_rng(6)
+    for curve in (120.0, -90.0, 360.0):
+        j, labels = procedural.perform([("walk", {"curve": curve, "duration": 4.5, "speed": 1.0})], rng)
+        lb = labels[0]
+        assert lb["curve"] == curve and metrics.check(lb, j)
+        assert not metrics.check(dict(lb, curve=-curve), j)
+        straight = {k: v for k, v in lb.items() if k != "curve"}
+        assert not metrics.check(straight, j)  # a curved path is not "walks forward"
+        assert metrics.skating_ratio(j) <= 0.01
+        assert "circle" in cap.phrase(lb, rng) or "loop" in cap.phrase(lb, rng) or abs(curve) < 300
+    with pytest.raises(ValueError, match="curves are for"):
+        procedural.perform([("side_step", {"curve": 90.0})], rng)
