@@ -94,6 +94,15 @@ def _ankle_from_toe(toe, fyaw, fpitch, side):
 
 def _solve_heel(hip, toe, fyaw, fpitch, side):
     """The foot pitch nearest the requested one that puts the ankle within reach of the hip."""
+    pitch = np.array(fpitch, dtype=np.float64)
+    ankle = _ankle_from_toe(toe, fyaw, pitch, side)
+    short = np.linalg.norm(ankle - hip, axis=-1) > _LEG_REACH
+    if short.any():  # search only where the requested pitch does not reach
+        pitch[short] = _search_pitch(hip[short], toe[short], fyaw[short], pitch[short], side)
+    return pitch
+
+
+def _search_pitch(hip, toe, fyaw, fpitch, side):
     grid = _PITCH_GRID[None, :]
     foot = _O[J[f"{side}_foot"]]
     c, s = np.cos(grid), np.sin(grid)
