@@ -161,6 +161,8 @@ def stepping(
             first = "l" if (rng is None or rng.random() < 0.5) else "r"
     sides = [first, "r" if first == "l" else "l"]
     at = lambda tt, arr: np.interp(tt, t, arr)  # noqa: E731
+    # fraction of the swing spent rising to 6 cm before travelling (toe height is lift * sin(pi u)^0.6)
+    u0 = float(np.clip(np.arcsin(min(1.0, (0.06 / g["lift"]) ** (1 / 0.6))) / np.pi, 0.03, 0.2))
     plants = {"l": (state.toe_l.copy(), state.yaw), "r": (state.toe_r.copy(), state.yaw)}
     for k in range(n_steps):
         s = sides[k % 2]
@@ -176,7 +178,7 @@ def stepping(
         old, old_yaw = plants[s]
         u = np.clip((t - a) / Tsw, 0, 1)
         # the toe rises before it travels and travels before it comes down: no sliding near the floor
-        w = smoothstep((u - 0.15) / 0.7)[:, None]
+        w = smoothstep((u - u0) / (1 - 2 * u0))[:, None]
         swing = (t >= a) & (t <= b)
         after = t > b
         toe = ch[f"toe_{s}"]
