@@ -165,8 +165,19 @@ def _axis_matrix(axis: str, degrees: np.ndarray) -> np.ndarray:
 def read_bvh(path) -> dict:
     """Parse a BVH file. Returns names, parents, offsets (J, 3), channels per joint, frame_time and
     `positions` (T, J, 3): world joint positions in the file's units from FK of the motion data."""
-    text = Path(path).read_text(encoding="ascii", errors="strict")
-    tok = text.split()
+    try:
+        tok = Path(path).read_text(encoding="ascii", errors="strict").split()
+    except (OSError, UnicodeDecodeError) as err:
+        raise BVHError(f"cannot read BVH file {path}: {err}") from None
+    try:
+        return _parse(path, tok)
+    except ValueError as err:
+        if isinstance(err, BVHError):
+            raise
+        raise BVHError(f"{path}: malformed number in BVH file ({err})") from None
+
+
+def _parse(path, tok: list[str]) -> dict:
     pos = 0
 
     def take(expected=None):
@@ -216,7 +227,7 @@ def read_bvh(path) -> dict:
     take("Time:")
     frame_time = float(take())
     n_ch = sum(len(c) for c in channels)
-    values = np.array(tok[pos : pos + n_frames * n_ch], dtype=np.float64)
+    values = np.array(tok[pos:], dtype=np.float64)
     if values.size != n_frames * n_ch:
         raise BVHError(f"{path}: {values.size} motion values, expected {n_frames} frames x {n_ch} channels")
     data = values.reshape(n_frames, n_ch)

@@ -116,6 +116,12 @@ def test_bad_inputs(tmp_path, clip):
     )
     with pytest.raises(bvh.BVHError, match="3 motion values, expected 2 frames x 3 channels"):
         bvh.read_bvh(bad)
+    bad.write_text(bad.read_text().replace("Frames: 2", "Frames: two"))
+    with pytest.raises(bvh.BVHError, match="malformed number"):
+        bvh.read_bvh(bad)
+    bad.write_bytes(b"HIERARCHY\xff")
+    with pytest.raises(bvh.BVHError, match="cannot read BVH file"):
+        bvh.read_bvh(bad)
 
 
 # -- save_motion / load_motion / `polydiff motion convert` ----------------------------------------
