@@ -8,6 +8,7 @@ through `scale_model_input` + `step`. Time per step = median wall time of a full
 Target (issue 3): ours <= 0.5x diffusers' time per step.
 
     .venv/bin/python benchmarks/sampler_overhead.py [--device cpu|cuda] [--steps 50] [--shape 1,4,32,32]
+        [--threads 1]
 """
 
 from __future__ import annotations
@@ -80,7 +81,11 @@ def main():
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--shape", default="1,4,32,32")
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (1: on a shared, busy CPU two spinning threads made a 256K-element "
+                         "multiply 400x slower, which drowns the per-step overhead being measured)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     device, n = torch.device(args.device), args.steps
     x0 = torch.randn(*map(int, args.shape.split(",")), generator=torch.Generator().manual_seed(0)).to(device)
     table = DiscreteSchedule.named("scaled_linear")
