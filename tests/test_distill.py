@@ -167,3 +167,35 @@ def test_cfg_real_score_and_user_errors():
         student_sigmas(0, 80.0)
     with pytest.raises(TypeError, match="ModelMixin"):
         DMDPair.from_teacher(torch.nn.Linear(2, 2), DMDConfig(), sigma_max=80.0)
+
+
+def test_cli_distill_command_through_the_plugin_hook(tmp_path, monkeypatch):
+    import click
+    from click.testing import CliRunner
+
+    from polydiff.core import plugin as plugin_mod
+    from polydiff.core.distill_cli import register
+
+    torch.manual_seed(0)
+    ToyDenoiser(hidden=16, depth=1).save_pretrained(tmp_path / "teacher")
+
+    def load_teacher(folder, device):
+        return Teacher(load_pretrained(folder, device=device), shape=(2,), sigma_max=80.0)
+
+    plugins = {"toy": plugin_mod.Plugin("toy", "toy", extra={"distill": load_teacher}),
+               "plain": plugin_mod.Plugin("plain", "no hook")}
+    monkeypatch.setattr(plugin_mod, "plugin_entry_points", lambda: {k: k for k in plugins})
+    monkeypatch.setattr(plugin_mod, "load_plugin", lambda ep: plugins[ep])
+
+    group = click.Group("polydiff")
+    register(group)
+    args = ["distill", "toy", "--teacher", str(tmp_path / "teacher"), "-o", str(tmp_path / "student"),
+            "--device", "cpu", "dmd.pairs=32", "dmd.teacher_steps=4", "train.steps=2", "train.batch_size=8"]
+    res = CliRunner().invoke(group, args)
+    assert res.exit_code == 0, res.output
+    student = load_pretrained(tmp_path / "student")
+    assert isinstance(student, ToyDenoiser)
+    assert json.loads((tmp_path / "student" / "config.json").read_text())["distilled"]["method"] == "dmd"
+    res = CliRunner().invoke(group, ["distill", "plain", "--teacher", str(tmp_path / "teacher"), "-o",
+                                     str(tmp_path / "s2")])
+    assert res.exit_code != 0 and "does not support distillation" in res.output
