@@ -54,7 +54,7 @@ def loss_weight(param: Parameterisation, sigma: torch.Tensor, weighting: str = "
     """Per-sample multiplier (B,) of the native-target squared error; see the module docstring."""
     if weighting == "uniform":
         return torch.ones_like(sigma)
-    _, c_out, _ = param.scalings(sigma)
+    c_out = torch.as_tensor(param.scalings(sigma)[1], dtype=sigma.dtype, device=sigma.device)
     if weighting == "min_snr":
         return (1 / sigma**2).clamp(max=min_snr_gamma) * c_out**2
     if weighting == "edm":

@@ -137,8 +137,8 @@ def test_loss_of_the_exact_denoiser_is_the_posterior_variance(name):
     for s in sig:
         x0 = torch.randn(n, 1, generator=g, dtype=torch.float64) * VAR**0.5
         loss = diffusion_loss(D, x0, sigma=s.expand(n), generator=g)
-        _, c_out, _ = D.scalings(s.reshape(1))
-        expected = VAR * s**2 / (VAR + s**2) / c_out[0] ** 2
+        c_out = torch.as_tensor(D.scalings(s.reshape(1))[1], dtype=torch.float64).reshape(-1)[0]
+        expected = VAR * s**2 / (VAR + s**2) / c_out**2
         assert abs(loss.item() / expected.item() - 1) < 0.03, (name, s.item(), loss.item(), expected.item())
 
 
