@@ -98,6 +98,42 @@ def check(label: dict, joints, fps: float = FPS) -> bool:
     return bool(fn(label, seg, fps))
 
 
+def check_sequence(
+    labels: list[dict], joints, slack: float = 0.25, step: int = 2, fps: float = FPS
+) -> list[bool]:
+    """Checker results for a sequence of labels when the motion's timing may differ from the labels'
+    spans (a generated clip of the same length doing the same actions a bit earlier or later): every
+    boundary between consecutive actions may move by up to `slack` of the clip length (in `step`-frame
+    increments), the placement passing the most labels wins. A single label keeps the whole clip."""
+    j = np.asarray(joints, dtype=np.float64)
+    T = len(j)
+    if len(labels) == 1:
+        return [check(dict(labels[0], start=0, end=T), j, fps)]
+    bounds = [int(lb["start"]) for lb in labels[1:]]
+    reach = int(slack * T)
+    options = [range(max(4, b - reach), min(T - 4, b + reach) + 1, step) for b in bounds]
+    best: list[bool] = []
+    for combo in _increasing(options):
+        edges = [0, *combo, T]
+        res = [check(dict(lb, start=a, end=b), j, fps) for lb, a, b in zip(labels, edges[:-1], edges[1:])]
+        if sum(res) > sum(best) or not best:
+            best = res
+            if all(res):
+                break
+    return best
+
+
+def _increasing(options, lo: int = 0):
+    """Tuples picking one value from each range, strictly increasing with gaps of at least 4 frames."""
+    if not options:
+        yield ()
+        return
+    for v in options[0]:
+        if v >= lo + 4:
+            for rest in _increasing(options[1:], v):
+                yield (v, *rest)
+
+
 def _displacement(seg):
     yaw0 = facing_yaw(seg[:3]).mean()
     left, fwd = _body_xz(yaw0, seg[-1, 0, [0, 2]] - seg[0, 0, [0, 2]])

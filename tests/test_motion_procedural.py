@@ -168,3 +168,20 @@ def test_curved_and_circular_walks():
         assert "circle" in cap.phrase(lb, rng) or "loop" in cap.phrase(lb, rng) or abs(curve) < 300
     with pytest.raises(ValueError, match="curves are for"):
         procedural.perform([("side_step", {"curve": 90.0})], rng)
+
+
+def test_check_sequence_tolerates_shifted_timing():
+    rng = np.random.default_rng(8)
+    j, labels = procedural.perform(["walk", ("wave", {"hand": "right"}), "squat"], rng)
+    assert metrics.check_sequence(labels, j) == [True, True, True]
+    # the same actions, each starting 15 frames later than the spans say
+    late = np.concatenate([np.repeat(j[:1], 15, 0), j])
+    assert not all(metrics.check(lb, late) for lb in labels)
+    assert metrics.check_sequence(labels, late) == [True, True, True]
+    # the wrong order is not rescued by moving boundaries
+    swapped = [
+        dict(labels[1], start=0),
+        dict(labels[0], start=labels[1]["end"] - labels[1]["start"]),
+        labels[2],
+    ]
+    assert not all(metrics.check_sequence(swapped, j))
