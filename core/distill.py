@@ -250,7 +250,8 @@ class DMDPair(ModelMixin):
         cfg = replace(options, sigma_max=sigma_max)
         pair = cls(cfg.__dict__, type(savable(student)).__qualname__, type(savable(fake)).__qualname__)
         pair.student, pair.fake = student, fake
-        pair.real = real if real is not None else teacher
+        # plain attribute, not a submodule: the teacher is neither trained nor saved with the pair
+        object.__setattr__(pair, "real", real if real is not None else teacher)
         pair.null_condition, pair.sigma_data, pair.grad_accum = null_condition, sigma_data, grad_accum
         pair.sigmas = student_sigmas(cfg.steps, sigma_max, cfg.student_sigma_min, cfg.rho)
         return pair

@@ -199,3 +199,11 @@ def test_cli_distill_command_through_the_plugin_hook(tmp_path, monkeypatch):
     res = CliRunner().invoke(group, ["distill", "plain", "--teacher", str(tmp_path / "teacher"), "-o",
                                      str(tmp_path / "s2")])
     assert res.exit_code != 0 and "does not support distillation" in res.output
+
+
+def test_pair_holds_student_and_fake_only():
+    teacher = ToyDenoiser(hidden=16, depth=1)
+    pair = DMDPair.from_teacher(teacher, DMDConfig(), sigma_max=80.0)
+    keys = set(pair.state_dict())
+    assert keys == {"calls"} | {f"student.{k}" for k in teacher.state_dict()} | {f"fake.{k}" for k in teacher.state_dict()}
+    assert pair.real is teacher                 # used, never trained or saved
