@@ -181,7 +181,7 @@ def masked_sample(denoiser, x, sigmas, known_x0, mask, method: str = "dpmpp_2m",
     number of denoiser calls grows by about that factor). Between repeats x goes back up from the
     slice's last sigma to its first by the exact forward transition with fresh noise from `generator`.
     """
-    from .samplers import sample                               # lazy: samplers may import guidance
+    from .samplers import sample  # lazy: samplers may import guidance
 
     mask = _check_mask(known_x0, mask)
     if resample < 1 or jump < 1:

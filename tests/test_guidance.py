@@ -2,11 +2,21 @@
 
 import pytest
 import torch
-
 from polydiff.core.guidance import cfg_denoiser, masked_denoiser, masked_sample, segment_mask
 from polydiff.core.samplers import sample
 from polydiff.core.schedules import karras_sigmas
 from polydiff.core.testbed import GaussianMixture
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tests run many small ops; on a loaded 2-core box, intra-op threads spin-wait for each other
+    and make them 20-50x slower. One thread is the fast setting here; the previous value is restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 MIX = GaussianMixture([1, 2, 1], [[-2.0, 0.0], [2.0, 1.0], [0.0, -2.0]], [0.3, 0.5, 0.2])
 PARTS = [GaussianMixture([1.0], MIX.means[k:k + 1], MIX.evals[k:k + 1]) for k in range(3)]
@@ -67,7 +77,7 @@ def test_cfg_negative_conditioning_moves_away_from_the_negative_class():
     pos, neg = {"label": torch.full((4,), 1)}, {"label": torch.full((4,), 0)}
     plain = den(x, sigma, **pos)
     guided = cfg_denoiser(den, 3.0, pos, neg)(x, sigma)
-    to_neg = lambda y: (y - MIX.means[0]).norm(dim=1)  # noqa: E731
+    to_neg = lambda y: (y - MIX.means[0]).norm(dim=1)
     assert (to_neg(guided) > to_neg(plain) + 0.5).all()
 
 
@@ -95,7 +105,7 @@ def test_rescale_zero_is_plain_cfg_and_one_matches_the_conditional_std():
     sd = 0.5
     out = cfg_denoiser(den, 5.0, cond, uncond, rescale=1.0, sigma_data=sd)(x, sigma)
     s = sigma[:, None]
-    to_v = lambda d: (sd * (x - d) / s - s * d / sd) / (sd**2 + s**2).sqrt()  # noqa: E731
+    to_v = lambda d: (sd * (x - d) / s - s * d / sd) / (sd**2 + s**2).sqrt()
     assert torch.allclose(to_v(out).std(1), to_v(den(x, sigma, **cond)).std(1), rtol=1e-9)
     assert not torch.allclose(to_v(plain).std(1), to_v(den(x, sigma, **cond)).std(1), rtol=1e-3)
     half = cfg_denoiser(den, 5.0, cond, uncond, rescale=0.5, sigma_data=sd)(x, sigma)
@@ -169,7 +179,7 @@ def test_cfg_composes_with_samplers_per_sample_generators():
     labels = torch.tensor([0, 1, 2, 1])
     sigmas = karras_sigmas(8, 0.01, 20.0)
     x = 20.0 * torch.randn(4, 2, generator=gen(6), dtype=torch.float64)
-    gens = lambda: [gen(10 + i) for i in range(4)]  # noqa: E731
+    gens = lambda: [gen(10 + i) for i in range(4)]
     guided = cfg_denoiser(den, 2.0, {"label": labels}, {"label": torch.full((4,), -1)})
     batch = sample(guided, x, sigmas, "euler_ancestral", generator=gens(), progress=False)
     for i in range(4):
