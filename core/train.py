@@ -10,7 +10,19 @@ AdamW with linear warm-up and cosine decay, gradient accumulation and clipping, 
 TensorBoard when asked), a progress bar, periodic sample hooks on the EMA weights, checkpoints that
 resume exactly, and a guard that stops on a non-finite loss or gradient.
 
-Multi-process: the same script under `torchrun --nproc_per_node N ...` or `accelerate launch ...`
+A plugin's `train(config_path, overrides)` (what `polydiff train PLUGIN --config FILE key=value` calls):
+
+    @dataclass
+    class MotionRun:                       # the whole run, saved as train.yaml in every checkpoint
+        model: NetConfig = field(default_factory=NetConfig)
+        train: TrainConfig = field(default_factory=TrainConfig)
+
+    def train(config_path, overrides):
+        cfg = load_config(MotionRun, config_path, overrides)     # polydiff.core.config
+        fit(Net(**asdict(cfg.model)), MotionDataset(...), motion_loss, cfg.train, run_config=cfg)
+
+Multi-process: the same command under `torchrun --nproc_per_node N -m polydiff.core.cli train ...`
+(add --nnodes / --rdzv-endpoint for several machines) or `accelerate launch -m polydiff.core.cli ...`
 trains with DDP (gloo on CPU, NCCL on GPU). `batch_size` is the GLOBAL batch of one optimizer step
 (all processes and accumulation micro-steps together), and the trainer cuts it into per-process
 micro-batches itself: sample i of the run is always the i-th sample of one seeded stream of epoch
@@ -93,6 +105,21 @@ class TrainConfig:
     device: str = "auto"             # cpu, cuda, mps, auto; under torchrun each process takes its GPU
     resume: str = "auto"             # auto: latest checkpoint in out_dir if any; never; or a folder
     ddp_find_unused: bool = False
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """One clear error for a setting the loop cannot run with."""
+    positive = ("batch_size", "grad_accum", "checkpoint_every", "log_every", "keep_last")
+    for name in positive:
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"train.{name} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("steps", "warmup_steps", "sample_every", "num_workers", "lr", "weight_decay", "grad_clip"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"train.{name} must be >= 0, got {getattr(cfg, name)}")
+    if not 0 <= cfg.ema_decay < 1:
+        raise ValueError(f"train.ema_decay must be in [0, 1), got {cfg.ema_decay}")
+    if cfg.mixed_precision == "fp16" and resolve_device(cfg.device).type != "cuda":
+        raise ValueError("train.mixed_precision=fp16 needs a CUDA GPU; use bf16 or no")
 
 
 class TrainingDiverged(RuntimeError):
@@ -399,6 +426,7 @@ def fit(model: ModelMixin, data, loss_fn: Callable, cfg: TrainConfig, *, run_con
 
     if not isinstance(model, ModelMixin):
         raise TypeError(f"fit needs a polydiff ModelMixin model (savable), got {type(model).__name__}")
+    check_config(cfg)
     acc = _accelerator(cfg)
     world, rank = acc.num_processes, acc.process_index
     per_step = cfg.grad_accum * world
@@ -410,8 +438,12 @@ def fit(model: ModelMixin, data, loss_fn: Callable, cfg: TrainConfig, *, run_con
     if acc.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
 
-    from .runtime import seed_everything
-    seed_everything(_mix(cfg.seed, rank, 0x5EED))
+    # Global RNGs (dropout, ...) seeded per process; not runtime.seed_everything, which also sets
+    # PYTHONHASHSEED in os.environ for every child process.
+    rank_seed = _mix(cfg.seed, rank, 0x5EED)
+    random.seed(rank_seed)
+    np.random.seed(rank_seed % 2**32)
+    torch.manual_seed(rank_seed)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas,
                                   eps=cfg.adam_eps)
     model, optimizer = acc.prepare(model, optimizer)

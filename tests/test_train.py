@@ -247,6 +247,10 @@ def test_user_errors_are_clear(tmp_path):
         fit(fresh_model(), toy_data(), noisy_mse, cfg_for(tmp_path, batch_size=6, grad_accum=4))
     with pytest.raises(TypeError, match="scalar tensor"):
         fit(fresh_model(), toy_data(), lambda m, b, g: m(b[0]), cfg_for(tmp_path / "x"))
+    with pytest.raises(ValueError, match="train.checkpoint_every must be >= 1, got 0"):
+        fit(fresh_model(), toy_data(), noisy_mse, cfg_for(tmp_path / "w", checkpoint_every=0))
+    with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
+        fit(fresh_model(), toy_data(), noisy_mse, cfg_for(tmp_path / "v", mixed_precision="fp16"))
     with pytest.raises(TypeError, match="ModelMixin"):
         fit(torch.nn.Linear(2, 2), toy_data(), noisy_mse, cfg_for(tmp_path / "y"))
     fit(fresh_model(), toy_data(), noisy_mse, cfg_for(tmp_path / "z", steps=2))
