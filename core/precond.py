@@ -20,6 +20,9 @@ sigma = inf (pure-noise start, see `schedules`): `x` then holds the unit noise i
 c_skip, c_out are the limits of c_skip * sigma and c_out (v: 0, -1; flow: 1, -1; EDM: 0, sd; x0: 0, 1).
 An eps-predictor has no x0 estimate at zero SNR (D would be inf - inf); start such models at a finite sigma.
 
+The coefficient maths uses tensor-only ops (hypot, reciprocal, ones_like) rather than Python scalars:
+a sampler calls the wrapper every step, and on the CPU an op with a Python scalar costs twice as much.
+
 `forward(x, sigma, net_output=True)` returns F itself: the training loss calls the wrapper that way, so
 a network wrapped in DDP is still called through its own forward.
 """
@@ -105,10 +108,11 @@ class EDMPrecond(Parameterisation):
         self.sigma_data, self.P_mean, self.P_std = sigma_data, P_mean, P_std
 
     def scalings(self, sigma):
-        sd2 = self.sigma_data**2
-        c_skip = sd2 / (sigma**2 + sd2)
-        c_out = self.sigma_data * torch.rsqrt(1 + sd2 / sigma**2)   # = s sd / sqrt(s^2 + sd^2), -> sd at inf
-        c_in = torch.where((sigma == math.inf), 1.0, torch.rsqrt(sigma**2 + sd2))
+        one, sd = torch.ones_like(sigma), torch.full_like(sigma, self.sigma_data)
+        norm = torch.hypot(sigma, sd)                              # sqrt(s^2 + sd^2)
+        c_skip = (sd / norm).square()                              # sd^2 / (s^2 + sd^2)
+        c_out = sd / torch.hypot(one, sd / sigma)                  # s sd / sqrt(s^2 + sd^2), exact at 0 and inf
+        c_in = torch.where(torch.isposinf(sigma), one, norm.reciprocal())
         return c_skip, c_out, c_in
 
     def c_noise(self, sigma):
@@ -136,13 +140,15 @@ class VPDenoiser(Parameterisation):
         self.quantize, self.t_scale, self.t_min = quantize, t_scale, t_min
 
     def scalings(self, sigma):
-        c_in = torch.where(sigma == math.inf, 1.0, torch.rsqrt(1 + sigma**2))   # alpha; the noise at inf
+        one = torch.ones_like(sigma)
+        alpha = torch.hypot(one, sigma).reciprocal()                    # 1 / sqrt(1 + s^2), 0 at inf
+        c_in = torch.where(torch.isposinf(sigma), one, alpha)          # x_vp; the noise itself at inf
         if self.prediction == "eps":
-            return 1.0, -sigma, c_in
+            return 1.0, sigma.neg(), c_in
         if self.prediction == "x0":
             return 0.0, 1.0, c_in
         # v: D = alpha x_vp - sigma_vp v; sigma_vp = 1/sqrt(1 + 1/s^2) is exact at 0 and inf
-        return 1 / (1 + sigma**2), -torch.rsqrt(1 + 1 / sigma**2), c_in
+        return alpha.square(), torch.hypot(one, sigma.reciprocal()).reciprocal().neg(), c_in
 
     def c_noise(self, sigma):
         t = self.schedule.sigma_to_t(sigma)
@@ -208,12 +214,14 @@ class FlowDenoiser(Parameterisation):
         self.logit_mean, self.logit_std = logit_mean, logit_std
 
     def scalings(self, sigma):
-        one_minus_t = torch.where((sigma == math.inf), 1.0, 1 / (1 + sigma))   # c_in; the noise at inf
-        t = 1 / (1 + 1 / sigma)
-        return one_minus_t, -t, one_minus_t
+        one = torch.ones_like(sigma)
+        one_minus_t = torch.where(torch.isposinf(sigma), one, (one + sigma).reciprocal())   # the noise at inf
+        t = (one + sigma.reciprocal()).reciprocal()
+        return one_minus_t, t.neg(), one_minus_t
 
     def c_noise(self, sigma):
-        return 1 / (1 + 1 / sigma) * self.t_scale
+        t = (torch.ones_like(sigma) + sigma.reciprocal()).reciprocal()
+        return t if self.t_scale == 1 else t * self.t_scale
 
     def target(self, x0, noise, sigma):
         return noise - x0
