@@ -137,7 +137,7 @@ def analytic_ik(joints: torch.Tensor, offsets=None) -> torch.Tensor:
     return torch.cat([glob_t[..., :1, :, :], local[..., 1:, :, :]], dim=-3)
 
 
-def inverse_kinematics(joints, offsets=None, refine_steps: int = 30, lr: float = 2e-3):
+def inverse_kinematics(joints, offsets=None, refine_steps: int = 30, lr: float = 1e-2):
     """Local rotations and root positions that reproduce `joints` (..., 22, 3) through FK.
 
     Returns (local_rot (..., 22, 3, 3), root_pos (..., 3)) in float64. `refine_steps` Adam steps on the
