@@ -59,7 +59,9 @@ def parse_caption_line(line: str, where: str = "") -> Caption:
         raise DatasetError(
             f"{where}: start/end must be numbers (seconds), got {start!r} and {end!r}"
         ) from None
-    if s != s or e != e or s < 0 or e < 0 or (e > 0 and e <= s):
+    # HumanML3D writes nan for "no span" on some lines; its loader reads those as 0 (whole clip)
+    s, e = (0.0 if s != s else s), (0.0 if e != e else e)
+    if s < 0 or e < 0 or (e > 0 and e <= s):
         raise DatasetError(f"{where}: bad time span start={s} end={e}; use 0.0#0.0 for the whole clip")
     return Caption(text.strip(), tokens.split(), s, e)
 

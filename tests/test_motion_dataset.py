@@ -94,3 +94,8 @@ def test_wrong_feature_width_and_empty_split(tmp_path):
     assert ds.MotionTextDataset(tmp_path, min_frames=20).dim == 251
     with pytest.raises(ds.DatasetError, match="none is usable"):
         ds.MotionTextDataset(tmp_path, min_frames=80)
+
+
+def test_nan_span_means_whole_clip():
+    cap = ds.parse_caption_line("a person waves#a/DET person/NOUN wave/VERB#nan#nan", "x.txt:1")
+    assert (cap.start, cap.end, cap.tokens[-1]) == (0.0, 0.0, "wave/VERB")
