@@ -6,7 +6,8 @@ Foundation modules (no model needed):
     kinematics  forward kinematics, analytic + refined inverse kinematics
     features    HumanML3D 263-dim features, differentiable recovery, Mean/Std
     dataset     HumanML3D / KIT-ML folder loader
-    posing, procedural, captions, corpus   the procedural text-motion corpus (`polydiff motion build-data`)
+    posing, stepping, procedural, captions, corpus
+                the procedural text-motion corpus (`polydiff motion build-data`)
     metrics     foot skating, penetration, floating, jerk; attribute checkers
     losses      geometric training losses (positions, velocities, foot contact) through the recovery
     footlock, bvh, gltf, preview, export   clean-up and export (`polydiff motion convert`)
