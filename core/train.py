@@ -22,8 +22,9 @@ A plugin's `train(config_path, overrides)` (what `polydiff train PLUGIN --config
         fit(Net(**asdict(cfg.model)), MotionDataset(...), motion_loss, cfg.train, run_config=cfg)
 
 Multi-process: the same command under `torchrun --nproc_per_node N -m polydiff.core.cli train ...`
-(add --nnodes / --rdzv-endpoint for several machines) or `accelerate launch -m polydiff.core.cli ...`
-trains with DDP (gloo on CPU, NCCL on GPU). `batch_size` is the GLOBAL batch of one optimizer step
+(add --nnodes / --rdzv-endpoint for several machines), or on GPUs `accelerate launch --multi_gpu
+--num_processes N -m polydiff.core.cli train ...` (accelerate's launcher runs CPU jobs in one process
+unless MPI is configured; use torchrun there), trains with DDP (gloo on CPU, NCCL on GPU). `batch_size` is the GLOBAL batch of one optimizer step
 (all processes and accumulation micro-steps together), and the trainer cuts it into per-process
 micro-batches itself: sample i of the run is always the i-th sample of one seeded stream of epoch
 permutations, whatever the process count. That is what makes a 2-process run equal a 1-process run,

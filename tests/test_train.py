@@ -137,6 +137,22 @@ def test_nan_guard_stops_at_the_step_and_keeps_last_good_checkpoint(tmp_path):
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
 
 
+def test_nan_gradient_with_finite_loss_is_caught_too(tmp_path):
+    calls = {"n": 0}
+
+    def loss_fn(model, batch, generator):
+        calls["n"] += 1
+        loss = noisy_mse(model, batch, generator)
+        if calls["n"] == 7:  # value 0, but d sqrt(|w - w|) / dw = inf * 0 = nan
+            w = next(model.parameters())
+            loss = loss + torch.sqrt((w - w.detach()).abs().sum())
+        return loss
+
+    with pytest.raises(TrainingDiverged, match="non-finite gradient norm nan at step 7.*no checkpoint was written"):
+        fit(fresh_model(), toy_data(), loss_fn, cfg_for(tmp_path, steps=20, checkpoint_every=10))
+    assert latest_checkpoint(tmp_path) is None
+
+
 # -- LR schedule ---------------------------------------------------------------------------------
 def test_lr_schedule_closed_form_and_what_the_optimizer_used(tmp_path):
     cfg = cfg_for(tmp_path, steps=21, warmup_steps=5, lr=0.02, min_lr_ratio=0.1)
@@ -228,6 +244,20 @@ def test_sample_hook_sees_ema_weights_then_training_weights_return(tmp_path):
         torch.testing.assert_close(result.model.state_dict()[k], final[k])  # and training weights came back
     assert any(not torch.equal(v, final[k]) for k, v in seen[-1][1].items())
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("precision, autocast", [("no", False), ("auto", False), ("bf16", True)])
+def test_mixed_precision_autocast_is_on_only_when_asked(tmp_path, precision, autocast):
+    seen = set()
+
+    def loss_fn(model, batch, generator):
+        seen.add(torch.is_autocast_enabled("cpu"))
+        return noisy_mse(model, batch, generator)
+
+    result = fit(fresh_model(), toy_data(), loss_fn, cfg_for(tmp_path, steps=3, mixed_precision=precision))
+    assert seen == {autocast}  # "auto" means fp32 on the CPU
+    assert all(v.dtype == torch.float32 for v in result.model.state_dict().values())  # master weights stay fp32
+    assert all(math.isfinite(x) for x in result.losses)
 
 
 def test_iterable_dataset_trains_like_the_same_ordered_map_dataset(tmp_path):
