@@ -18,14 +18,19 @@ import statistics
 import time
 
 import torch
-from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
-                       FlowMatchEulerDiscreteScheduler, HeunDiscreteScheduler, UniPCMultistepScheduler)
-
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
 from polydiff.core.precond import FlowDenoiser, VPDenoiser
 from polydiff.core.samplers import sample
 from polydiff.core.schedules import DiscreteSchedule, flow_sigmas
 
-SD = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+SD = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
 
 
 def net(x, t):
@@ -104,7 +109,7 @@ def main():
     print(f"{'method':<13} {'diffusers scheduler':<32} {'diffusers':>9} {'sampler':>8} {'ratio':>6} "
           f"{'wrapped':>8} {'ratio':>6}")
     for method, cls, spacing in rows:
-        ref = _time(_diffusers_run(lambda: cls(timestep_spacing=spacing, **SD), n, x0), device, args.repeats)
+        ref = _time(_diffusers_run(lambda c=cls, sp=spacing: c(timestep_spacing=sp, **SD), n, x0), device, args.repeats)
         bare = _time(_ours_run(method, n, x0, table, spacing, wrapped=False), device, args.repeats)
         ours = _time(_ours_run(method, n, x0, table, spacing), device, args.repeats)
         name = cls.__name__ if isinstance(cls, type) else "DDIMScheduler"

@@ -27,13 +27,13 @@ Rules shared by all methods:
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 
 import torch
 
 from . import progress as _progress
 from .runtime import randn
-
 
 # ---- shared plumbing ----
 
@@ -45,7 +45,7 @@ def _check_sigmas(sigmas) -> list[float]:
     sig = sig.tolist()
     if any(math.isnan(s) for s in sig) or sig[-1] < 0 or any(math.isinf(s) for s in sig[1:]):
         raise ValueError("sigmas must be >= 0 with no NaN; only sigmas[0] may be inf (a pure-noise start)")
-    if any(b >= a for a, b in zip(sig, sig[1:])):
+    if any(b >= a for a, b in itertools.pairwise(sig)):
         raise ValueError("sigmas must be strictly decreasing (build them with polydiff.core.schedules)")
     return sig
 

@@ -93,12 +93,12 @@ class DiscreteSchedule:
         self._cache: dict = {}
 
     @classmethod
-    def from_betas(cls, betas: torch.Tensor) -> "DiscreteSchedule":
+    def from_betas(cls, betas: torch.Tensor) -> DiscreteSchedule:
         return cls(torch.cumprod(1 - torch.as_tensor(betas, dtype=torch.float64), 0))
 
     @classmethod
     def named(cls, name: str = "linear", num_train_timesteps: int = 1000, zero_terminal_snr: bool = False,
-              **kw) -> "DiscreteSchedule":
+              **kw) -> DiscreteSchedule:
         """"linear" (DDPM), "scaled_linear" (Stable Diffusion), "cosine", "sigmoid"; kw go to the beta maker."""
         if name not in BETAS:
             raise ValueError(f"unknown beta schedule {name!r}; use one of {sorted(BETAS)}")
@@ -216,7 +216,7 @@ class ContinuousVP:
         if self.kind in ("linear", "scaled_linear"):
             return torch.exp(-self._neg_log_alpha_bar(t))
         if self.kind == "cosine":
-            f = lambda u: torch.cos((u + self.s) / (1 + self.s) * math.pi / 2) ** 2  # noqa: E731
+            f = lambda u: torch.cos((u + self.s) / (1 + self.s) * math.pi / 2) ** 2
             return f(t) / f(torch.zeros_like(t))
         v0, v1 = math.tanh(self.start / self.tau / 2) / 2 + 0.5, math.tanh(self.end / self.tau / 2) / 2 + 0.5
         v = torch.sigmoid((t * (self.end - self.start) + self.start) / self.tau)

@@ -11,7 +11,6 @@ import math
 
 import pytest
 import torch
-
 from polydiff.core.runtime import generators
 from polydiff.core.samplers import sample
 from polydiff.core.schedules import flow_sigmas, karras_sigmas

@@ -10,12 +10,11 @@ import math
 
 import pytest
 import torch
-from torch import nn
-
 from polydiff.core.losses import diffusion_loss, loss_weight
 from polydiff.core.precond import EDMPrecond, FlowDenoiser, VEDenoiser, VPDenoiser, add_noise
 from polydiff.core.runtime import generators
 from polydiff.core.schedules import ContinuousVP, DiscreteSchedule, flow_t_to_sigma
+from torch import nn
 
 VAR = 0.7
 SIGMAS = torch.tensor([0.01, 0.1, 0.5, 1.0, 3.0, 20.0, 150.0], dtype=torch.float64)
@@ -145,8 +144,8 @@ def test_loss_of_the_exact_denoiser_is_the_posterior_variance(name):
 def test_min_snr_weights_closed_form():
     sig = torch.logspace(-2, 2, 40, dtype=torch.float64)
     snr, gamma = 1 / sig**2, 5.0
-    net = lambda x, t: x  # noqa: E731
-    w = lambda p: loss_weight(p, sig, "min_snr", gamma)  # noqa: E731
+    net = lambda x, t: x
+    w = lambda p: loss_weight(p, sig, "min_snr", gamma)
     assert torch.allclose(w(VPDenoiser(net, DISCRETE, "eps")), snr.clamp(max=gamma) / snr)
     assert torch.allclose(w(VPDenoiser(net, DISCRETE, "v")), snr.clamp(max=gamma) / (snr + 1))
     assert torch.allclose(w(VPDenoiser(net, DISCRETE, "x0")), snr.clamp(max=gamma))
@@ -196,7 +195,7 @@ def test_per_sample_generators_and_wrapped_modules():
 
 def test_training_noise_level_distributions():
     u = torch.rand(200000, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    net = lambda x, c: x  # noqa: E731
+    net = lambda x, c: x
     log_s = EDMPrecond(net, P_mean=-1.2, P_std=1.2).training_sigma(u).log()
     assert abs(log_s.mean() + 1.2) < 0.02 and abs(log_s.std() - 1.2) < 0.02
     s = VPDenoiser(net, DISCRETE, "eps").training_sigma(u)

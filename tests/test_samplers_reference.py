@@ -13,16 +13,22 @@ import math
 
 import pytest
 import torch
-from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                       EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, HeunDiscreteScheduler,
-                       UniPCMultistepScheduler)
-
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
 from polydiff.core.precond import FlowDenoiser, VPDenoiser
 from polydiff.core.samplers import sample
 from polydiff.core.schedules import DiscreteSchedule, flow_t_to_sigma
 
 NS = (1, 2, 3, 10, 50)
-SD = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=0)
+SD = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "steps_offset": 0}
 TOL = 1e-4
 
 

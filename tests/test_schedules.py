@@ -7,10 +7,18 @@ import pytest
 import torch
 from diffusers import DDPMScheduler, EulerDiscreteScheduler
 from diffusers.schedulers.scheduling_ddim import rescale_zero_terminal_snr as diffusers_rescale
-
-from polydiff.core.schedules import (ContinuousVP, DiscreteSchedule, cosine_betas, exponential_sigmas, flow_sigmas,
-                                     flow_t_to_sigma, karras_sigmas, rescale_zero_terminal_snr, sigma_to_flow_t,
-                                     start_latent)
+from polydiff.core.schedules import (
+    ContinuousVP,
+    DiscreteSchedule,
+    cosine_betas,
+    exponential_sigmas,
+    flow_sigmas,
+    flow_t_to_sigma,
+    karras_sigmas,
+    rescale_zero_terminal_snr,
+    sigma_to_flow_t,
+    start_latent,
+)
 
 T = 1000
 
@@ -52,7 +60,7 @@ def test_timesteps_equal_diffusers_for_every_n():
 @pytest.mark.parametrize("name,ref_name", [("linear", "linear"), ("scaled_linear", "scaled_linear"),
                                            ("cosine", "squaredcos_cap_v2"), ("sigmoid", "sigmoid")])
 def test_betas_equal_diffusers(name, ref_name):
-    ours = DiscreteSchedule.named(name, **({} if name == "cosine" else dict(beta_start=1e-4, beta_end=0.02)))
+    ours = DiscreteSchedule.named(name, **({} if name == "cosine" else {"beta_start": 1e-4, "beta_end": 0.02}))
     ref = DDPMScheduler(beta_schedule=ref_name, beta_start=1e-4, beta_end=0.02).alphas_cumprod.double()
     ours = ours.alphas_cumprod
     assert torch.allclose(ours, ref, rtol=1e-5, atol=1e-7)
