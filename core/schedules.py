@@ -138,14 +138,19 @@ class DiscreteSchedule:
         """Inverse of `t_to_sigma`, clamped to [0, T-1]; sigma = inf maps to the last timestep (with zero
         terminal SNR every finite sigma maps at or below T-2). Kept to a dozen small ops: wrappers call it
         on every denoiser evaluation."""
-        sigma = torch.as_tensor(sigma)
-        if sigma.device.type == "cpu" and not sigma.requires_grad:
-            # no device to wait for on the CPU: numpy's interp is one call where torch needs a dozen ops
+        sigma = torch.as_tensor(sigma).detach()
+        if sigma.device.type != "cpu":
+            return self._sigma_to_t_torch(sigma)
+        # no device to wait for on the CPU: numpy's interp is one call where torch needs a dozen ops
+        with np.errstate(divide="ignore"):
             log_sigma = np.log(sigma.double().numpy())
-            t = np.interp(log_sigma, self._np_log_sigmas, self._np_grid)
-            if self.zero_terminal_snr:
-                t = np.where(log_sigma == np.inf, self.num_train_timesteps - 1.0, t)
-            return torch.from_numpy(np.asarray(t, dtype=np.float64))
+        t = np.interp(log_sigma, self._np_log_sigmas, self._np_grid)
+        if self.zero_terminal_snr:
+            t = np.where(log_sigma == np.inf, self.num_train_timesteps - 1.0, t)
+        return torch.from_numpy(np.asarray(t, dtype=np.float64))
+
+    def _sigma_to_t_torch(self, sigma: torch.Tensor) -> torch.Tensor:
+        """`sigma_to_t` in torch ops on sigma's device (no host sync)."""
         log_sigma = sigma.double().log()
         ls = self._log_sigmas(log_sigma.device)
         x = log_sigma.reshape(-1).clamp(ls[0], ls[-1])

@@ -87,6 +87,19 @@ def test_timestep_sigma_round_trip():
     assert torch.allclose(mid, (sched.sigmas_table[10] * sched.sigmas_table[11]).sqrt())
 
 
+@pytest.mark.parametrize("zero_snr", [False, True])
+def test_sigma_to_t_device_path_equals_cpu_path(zero_snr):
+    """The torch-op path (used off the CPU) and numpy's interp (used on the CPU) give the same timesteps."""
+    sched = DiscreteSchedule.named("scaled_linear", zero_terminal_snr=zero_snr)
+    g = torch.Generator().manual_seed(0)
+    sigma = torch.cat([torch.exp(torch.empty(5000, dtype=torch.float64).uniform_(-8, 8, generator=g)),
+                       sched.sigmas_table, torch.tensor([0.0, math.inf], dtype=torch.float64)])
+    sigma = sigma[torch.isfinite(sigma) | zero_snr]
+    assert torch.allclose(sched._sigma_to_t_torch(sigma), sched.sigma_to_t(sigma), rtol=0, atol=1e-9)
+    big = sigma.repeat(20)   # the searchsorted branch for large inputs
+    assert torch.allclose(sched._sigma_to_t_torch(big), sched.sigma_to_t(big), rtol=0, atol=1e-9)
+
+
 @pytest.mark.parametrize("kind", ["linear", "scaled_linear", "cosine", "sigmoid"])
 def test_continuous_vp(kind):
     sched = ContinuousVP(kind)
