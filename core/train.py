@@ -61,10 +61,10 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
-from .checkpoint import ModelMixin, check_state_dict, read_weights, save_pretrained
+from .checkpoint import CheckpointError, ModelMixin, check_state_dict, save_pretrained
 from .config import save_config
 from .ema import EMA
 from .progress import progress
@@ -258,6 +258,17 @@ def latest_checkpoint(out_dir) -> Path | None:
     return found[-1] if found else None
 
 
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    # safetensors only. (Not checkpoint.read_weights: its pickle sniff also refuses a valid file whose
+    # 8-byte header length happens to start with byte 0x80.)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; this training checkpoint is incomplete")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+
+
 def _optimizer_to_files(state: dict, folder: Path) -> None:
     tensors, scalars = {}, {}
     for idx, entry in state["state"].items():
@@ -272,7 +283,7 @@ def _optimizer_to_files(state: dict, folder: Path) -> None:
 
 
 def _optimizer_from_files(folder: Path) -> dict:
-    tensors = read_weights(folder / "optimizer.safetensors")
+    tensors = _read_tensors(folder / "optimizer.safetensors")
     meta = json.loads((folder / "optimizer.json").read_text())
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
@@ -298,7 +309,7 @@ def _rng_to_file(path: Path) -> None:
 
 
 def _rng_from_file(path: Path) -> None:
-    tensors = read_weights(path)
+    tensors = _read_tensors(path)
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
     torch.set_rng_state(tensors["torch_cpu"])
@@ -354,10 +365,10 @@ def _load_checkpoint(folder: Path, acc, model, ema, optimizer) -> dict:
                                 "pass resume=never or a folder from out_dir/checkpoints")
     state = json.loads(state_path.read_text())
     raw = acc.unwrap_model(model)
-    weights = read_weights(folder / "model.safetensors")
+    weights = _read_tensors(folder / "model.safetensors")
     check_state_dict(raw, weights, folder / "model.safetensors")
     raw.load_state_dict(weights)
-    ema.load_state_dict(read_weights(folder / "ema.safetensors"), step=state["ema_step"])
+    ema.load_state_dict(_read_tensors(folder / "ema.safetensors"), step=state["ema_step"])
     optimizer.load_state_dict(_optimizer_from_files(folder))
     if acc.scaler is not None and state.get("grad_scaler"):
         acc.scaler.load_state_dict(state["grad_scaler"])

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from polydiff.core.checkpoint import ModelMixin, load_pretrained
+from polydiff.core.checkpoint import CheckpointError, ModelMixin, load_pretrained
 from polydiff.core.config import ConfigError, apply_overrides, load_config, save_config
 from polydiff.core.ema import EMA, ema_decay
 from polydiff.core.train import TrainConfig, TrainingDiverged, fit, latest_checkpoint, list_checkpoints, lr_at
@@ -56,9 +56,14 @@ def fresh_model(seed=0):
     return DropoutNet()
 
 
-def is_pickle(path: Path) -> bool:
-    head = path.read_bytes()[:2]
-    return head[:1] == b"\x80" or head == b"PK"
+def assert_no_pickle(folder: Path):
+    """Every file of a checkpoint is safetensors or UTF-8 text (JSON / YAML); nothing else."""
+    for f in folder.iterdir():
+        if f.suffix == ".safetensors":
+            load_file(str(f))
+        else:
+            assert f.suffix in (".json", ".yaml"), f
+            f.read_text(encoding="utf-8")
 
 
 # -- resume --------------------------------------------------------------------------------------
@@ -72,8 +77,7 @@ def test_resume_reproduces_uninterrupted_run_and_never_unpickles(tmp_path, monke
     common = dict(steps=steps, batch_size=4, lr=3e-3, warmup_steps=50, checkpoint_every=half, log_every=100)
     full = fit(fresh_model(), toy_data(), noisy_mse, cfg_for(tmp_path / "full", **common))
     middle = tmp_path / "full" / "checkpoints" / f"step-{half:09d}"
-    for f in middle.iterdir():
-        assert not is_pickle(f), f
+    assert_no_pickle(middle)
 
     def refuse(*a, **k):
         raise AssertionError("resume must not unpickle")
@@ -112,6 +116,17 @@ def test_crash_then_resume_auto_continues_the_run_and_its_log(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "cut" / "log.csv")))
     assert [int(r["step"]) for r in rows] == [5, 10, 15, 20, 25, 30]
     assert [p.name for p in list_checkpoints(tmp_path / "cut")] == [f"step-0000000{k}" for k in (10, 20, 30)]
+
+
+def test_damaged_checkpoint_gives_a_clear_error_naming_the_file(tmp_path):
+    fit(fresh_model(), toy_data(), noisy_mse, cfg_for(tmp_path, steps=2))
+    opt = latest_checkpoint(tmp_path) / "optimizer.safetensors"
+    opt.write_bytes(opt.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match="optimizer.safetensors: not a readable safetensors file"):
+        fit(fresh_model(), toy_data(), noisy_mse, cfg_for(tmp_path, steps=4))
+    (opt.parent / "trainer_state.json").unlink()
+    with pytest.raises(FileNotFoundError, match="not a training checkpoint"):
+        fit(fresh_model(), toy_data(), noisy_mse, cfg_for(tmp_path / "x", steps=4, resume=str(opt.parent)))
 
 
 # -- NaN guard -----------------------------------------------------------------------------------
