@@ -287,6 +287,12 @@ def test_iterable_dataset_trains_like_the_same_ordered_map_dataset(tmp_path):
     assert b.losses == a.losses
 
 
+def test_loader_workers_feed_the_same_batches(tmp_path):
+    a = fit(fresh_model(), toy_data(), noisy_mse, cfg_for(tmp_path / "a", steps=8))
+    b = fit(fresh_model(), toy_data(), noisy_mse, cfg_for(tmp_path / "b", steps=8, num_workers=2))
+    assert b.losses == a.losses
+
+
 def test_user_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="multiple of grad_accum"):
         fit(fresh_model(), toy_data(), noisy_mse, cfg_for(tmp_path, batch_size=6, grad_accum=4))
