@@ -57,7 +57,7 @@ def _rescale(guided, d_cond, x, sigma, rescale, sigma_data):
     the conditional one, then mix with weight `rescale`. Done in v-prediction space as in the paper
     (v = alpha eps - sigma_vp x0 / sigma_data for data std sigma_data); v is affine in x0 given
     (x, sigma), v = a x - b x0 up to a positive factor, so we map there and back exactly."""
-    s = _per_sample(sigma, x).clamp_min(1e-12)
+    s = _per_sample(sigma, x).clamp(1e-12, 1e8)                # finite at sigma = inf (pure-noise start)
     a = sigma_data / s
     b = sigma_data / s + s / sigma_data
     v_cfg, v_cond = a * x - b * guided, a * x - b * d_cond
@@ -154,7 +154,9 @@ def masked_denoiser(denoiser, known_x0: torch.Tensor, mask: torch.Tensor, *, gen
     converges to the known data there.
     renoise: "fixed" draws eps once (from `generator`, a generator or a list of B; or `noise` given),
     which keeps a deterministic sampler deterministic and the noise consistent across steps;
-    "fresh" draws new eps at every call (the original replacement method)."""
+    "fresh" draws new eps at every call (the original replacement method).
+    With guidance, put the mask outside: masked_denoiser(cfg_denoiser(D, ...), known_x0, mask), since
+    cfg_denoiser doubles the batch inside its call."""
     mask = _check_mask(known_x0, mask)
     if renoise not in ("fixed", "fresh"):
         raise ValueError(f"renoise must be 'fixed' or 'fresh', got {renoise!r}")

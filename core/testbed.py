@@ -138,6 +138,12 @@ class GaussianMixture:
         back = evecs.permute(0, 2, 1).reshape(k * d, d)            # [(k, e), d] = U_k[d, e]
         return (r[:, :, None] * v).reshape(-1, k * d) @ back
 
+    def _responsibilities(self, log_comp: torch.Tensor, x: torch.Tensor, sigma) -> torch.Tensor:
+        """softmax of log_comp, with the prior weights at sigma = inf (where every log_comp is -inf)."""
+        r = _softmax_last(log_comp)
+        at_inf = torch.isinf(_sigma_column(sigma, x))                  # (B, 1)
+        return torch.where(at_inf, self.log_weights.to(dtype=x.dtype, device=x.device).exp(), r)
+
     # ------------------------------------------------------------------ closed forms
     def log_prob(self, x: torch.Tensor, sigma=0.0) -> torch.Tensor:
         """Exact log p_sigma(x) in nats, x: (B, *event) -> (B,)."""
@@ -146,24 +152,26 @@ class GaussianMixture:
 
     def responsibilities(self, x: torch.Tensor, sigma=0.0) -> torch.Tensor:
         """Posterior P(component k | x_sigma): (B, K)."""
-        log_comp, _, _, _ = self._components(x.reshape(x.shape[0], -1), sigma)
-        return torch.softmax(log_comp, dim=1)
+        flat = x.reshape(x.shape[0], -1)
+        log_comp, _, _, _ = self._components(flat, sigma)
+        return self._responsibilities(log_comp, flat, sigma)
 
     def score(self, x: torch.Tensor, sigma=0.0) -> torch.Tensor:
         """Exact grad_x log p_sigma(x) = -sum_k r_k (C_k + s^2 I)^-1 (x - mu_k), same shape as x."""
         flat = x.reshape(x.shape[0], -1)
         log_comp, scaled, _, evecs = self._components(flat, sigma)
-        r = _softmax_last(log_comp)                                 # (B, K)
+        r = self._responsibilities(log_comp, flat, sigma)           # (B, K)
         return -self._combine(r, scaled, evecs).reshape(x.shape)
 
     def denoise(self, x: torch.Tensor, sigma, **cond) -> torch.Tensor:
         """The optimal denoiser E[x0 | x0 + sigma eps = x]; x: (B, *event), sigma: float, () or (B,).
 
         Written as sum_k r_k (mu_k + C_k (C_k + s^2 I)^-1 (x - mu_k)) rather than x + s^2 score, so that
-        sigma = 0 returns x exactly and the tests can check Tweedie's formula as an independent fact."""
+        sigma = 0 returns x exactly and the tests can check Tweedie's formula as an independent fact;
+        sigma = inf (a pure-noise start) returns the mixture mean, the limit."""
         flat = x.reshape(x.shape[0], -1)
         log_comp, scaled, evals, evecs = self._components(flat, sigma)
-        r = _softmax_last(log_comp)                                 # (B, K)
+        r = self._responsibilities(log_comp, flat, sigma)           # (B, K)
         shrunk = self._combine(r, evals[None] * scaled, evecs)      # sum_k r_k C_k (C_k + s^2)^-1 (x - mu_k)
         means = self.means.to(dtype=x.dtype, device=x.device)
         return (r @ means + shrunk).reshape(x.shape)

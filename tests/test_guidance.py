@@ -186,3 +186,17 @@ def test_cfg_composes_with_samplers_per_sample_generators():
         one = cfg_denoiser(den, 2.0, {"label": labels[i:i + 1]}, {"label": torch.full((1,), -1)})
         alone = sample(one, x[i:i + 1], sigmas, "euler_ancestral", generator=[gens()[i]], progress=False)
         assert torch.allclose(alone, batch[i:i + 1], atol=1e-12)
+
+
+def test_masks_compose_around_guidance_and_pure_noise_starts():
+    # masked_denoiser(cfg_denoiser(D)) with rescale, started at sigma = inf (x = unit noise)
+    den = ClassDenoiser()
+    labels = torch.tensor([0, 1, 2, 1])
+    guided = cfg_denoiser(den, 3.0, {"label": labels}, {"label": torch.full((4,), -1)}, rescale=0.7)
+    known = torch.tensor([[1.0, 0.0]] * 4, dtype=torch.float64)
+    mask = torch.tensor([True, False])
+    sigmas = torch.cat([torch.tensor([float("inf")], dtype=torch.float64), karras_sigmas(8, 0.01, 20.0)])
+    x = torch.randn(4, 2, generator=gen(7), dtype=torch.float64)
+    for method in ("euler", "dpmpp_2m", "ode_adaptive"):
+        out = masked_sample(guided, x, sigmas, known, mask, method=method, generator=gen(8))
+        assert torch.isfinite(out).all() and torch.equal(out[:, 0], known[:, 0])

@@ -150,3 +150,10 @@ def test_sliced_w2_identical_and_same_law():
     sw_rep = sliced_wasserstein(a[:1000], b[:1000].repeat(3, 1), 128, gen(23))
     sw_eq = sliced_wasserstein(a[:1000], b[:1000], 128, gen(23))
     assert math.isclose(sw_rep.item(), sw_eq.item(), rel_tol=1e-10)
+
+
+def test_denoiser_limit_at_infinite_sigma_is_the_mixture_mean(mixture):
+    x = torch.randn(3, 3, generator=gen(24), dtype=torch.float64)
+    at_inf = mixture.denoise(x, torch.full((3,), float("inf"), dtype=torch.float64))
+    assert torch.allclose(at_inf, mixture.mean().expand(3, 3), atol=1e-12)
+    assert torch.allclose(mixture.denoise(x, 1e7), at_inf, atol=1e-6)
