@@ -166,16 +166,18 @@ def read_weights(path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: missing")
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
-        raise CheckpointError(
-            f"{path}: this is a pickle / torch.save archive, not safetensors; polydiff never unpickles. "
-            "Convert it with safetensors.torch.save_file on a machine you trust."
-        )
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        # Only now look for pickle / torch.save magic: a valid safetensors header length may start
+        # with any byte, so the check must not come first.
+        if head[:2] == b"PK" or head[:1] == b"\x80":
+            raise CheckpointError(
+                f"{path}: this is a pickle / torch.save archive, not safetensors; polydiff never unpickles. "
+                "Convert it with safetensors.torch.save_file on a machine you trust."
+            ) from err
         raise CheckpointError(f"{path}: damaged or truncated safetensors file ({err})") from err
 
 

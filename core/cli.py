@@ -235,8 +235,12 @@ def main(argv=None):
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except (CheckpointError, FileNotFoundError, ValueError, PluginError) as e:
-        if os.environ.get("POLYDIFF_DEBUG"):
+    except Exception as e:
+        user_errors = (CheckpointError, FileNotFoundError, ValueError, PluginError)
+        train = sys.modules.get("polydiff.core.train")  # only a run that imported the trainer can diverge
+        if train is not None:
+            user_errors += (train.TrainingDiverged,)
+        if not isinstance(e, user_errors) or os.environ.get("POLYDIFF_DEBUG"):
             raise
         click.echo(f"error: {e}", err=True)
         click.echo("(set POLYDIFF_DEBUG=1 for the full traceback)", err=True)

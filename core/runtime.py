@@ -7,7 +7,6 @@ not depend on its batch size or position.
 
 from __future__ import annotations
 
-import os
 import random
 
 import numpy as np
@@ -52,7 +51,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    os.environ["PYTHONHASHSEED"] = str(seed)
 
 
 def generators(seed: int, n: int, device: str | torch.device = "cpu") -> list[torch.Generator]:
