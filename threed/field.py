@@ -8,6 +8,8 @@ resolutions a CPU can afford (<= 64^3) a dense grid fits in memory and needs no 
 - density = activation(raw + blob(x)); `softplus` (default) or `exp` (clamped exp, as trunc_exp).
   The blob is DreamFusion/Magic3D's density bias, `blob_density * (1 - |x| / blob_radius)`, which starts
   optimisation from a ball at the centre rather than from empty space.
+  `density_scale` multiplies the activated density: a surface sharp at the grid's resolution needs an
+  optical depth of several per voxel, which a scale of ~10 reaches without huge raw outputs.
 - albedo = sigmoid(raw albedo), in [0, 1].
 - normals = -grad(density) / |grad(density)|, by central differences (default; no double backward
   needed, so it is cheap to train through) or by autograd.
@@ -34,7 +36,7 @@ def trunc_exp(x: torch.Tensor, max_value: float = 15.0) -> torch.Tensor:
 class RadianceField(ModelMixin):
     def __init__(self, bound: float = 1.0, resolutions=(16, 32, 64), features: int = 4, hidden: int = 32,
                  density_activation: str = "softplus", blob_density: float = 10.0, blob_radius: float = 0.5,
-                 init_scale: float = 0.1):
+                 density_scale: float = 1.0, init_scale: float = 0.1):
         super().__init__()
         if density_activation not in ("softplus", "exp"):
             raise ValueError(f"density_activation must be 'softplus' or 'exp', got {density_activation!r}")
@@ -42,6 +44,7 @@ class RadianceField(ModelMixin):
         self.density_activation = density_activation
         self.blob_density = float(blob_density)
         self.blob_radius = float(blob_radius)
+        self.density_scale = float(density_scale)
         # grid_sample wants (N, C, D, H, W); index order in the grid is (z, y, x) for coords (x, y, z).
         self.grids = nn.ParameterList(
             [nn.Parameter(init_scale * torch.randn(1, features, r, r, r)) for r in resolutions])
@@ -61,7 +64,8 @@ class RadianceField(ModelMixin):
         return self.blob_density * (1.0 - x.norm(dim=-1) / self.blob_radius)
 
     def activate_density(self, raw: torch.Tensor) -> torch.Tensor:
-        return F.softplus(raw) if self.density_activation == "softplus" else trunc_exp(raw)
+        act = F.softplus(raw) if self.density_activation == "softplus" else trunc_exp(raw)
+        return self.density_scale * act
 
     def forward(self, x: torch.Tensor):
         """x: (N, 3) -> density (N,) >= 0, albedo (N, 3) in [0, 1]. Zero density outside the box."""

@@ -125,7 +125,8 @@ def default_lights(cams) -> torch.Tensor:
 
 def fit_ceiling(scene: Scene, iters: int = 300, image_resolution: int = 32, n_views: int = 32,
                 rays_per_step: int = 1024, n_samples: int = 48, lr: float = 0.02, mesh_resolution: int = 64,
-                shading: str = "lambertian", ambient: float = 0.35, seed: int = 0, device="cpu",
+                shading: str = "lambertian", ambient: float = 0.35, distortion_weight: float = 0.0,
+                seed: int = 0, device="cpu",
                 field_kwargs: dict | None = None, progress_bar=None):
     """Fit a RadianceField to renders of `scene`; return (field, mesh, stats).
 
@@ -158,9 +159,12 @@ def fit_ceiling(scene: Scene, iters: int = 300, image_resolution: int = 32, n_vi
         bg = torch.rand(1, 3, generator=g).to(dev).expand(rays_per_step, 3)
         out = render_rays(field, rays_o[idx], rays_d[idx], n_samples=n_samples, background=bg,
                           occupancy=occupancy if it >= 32 else None, shading=shading,
-                          light_pos=light[idx] if shading != "albedo" else None, ambient=ambient, generator=g)
+                          light_pos=light[idx] if shading != "albedo" else None, ambient=ambient,
+                          need_distortion=distortion_weight > 0, generator=g)
         target = fg[idx] + (1.0 - mask[idx])[:, None] * bg
         loss = (out["rgb"] - target).pow(2).mean()
+        if distortion_weight > 0:
+            loss = loss + distortion_weight * out["distortion"].mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -16,7 +16,9 @@ with a point light), `textureless` (the same with a white albedo: shape only, as
 stop texture from faking geometry). Normals come from the density gradient (field.density_normals).
 
 Regularisers: DreamFusion's orientation loss sum_i stopgrad(w_i) max(0, n_i . d)^2 (normals facing away
-from the camera, i.e. along the ray direction d, are penalised), opacity entropy and opacity sparsity.
+from the camera, i.e. along the ray direction d, are penalised), opacity entropy and opacity sparsity,
+and Mip-NeRF 360's distortion loss (weights concentrated at one depth: a sharp surface, which images of
+a uniformly coloured object do not otherwise ask for).
 """
 
 from __future__ import annotations
@@ -97,13 +99,14 @@ def render_rays(field, rays_o: torch.Tensor, rays_d: torch.Tensor, n_samples: in
                 occupancy: OccupancyGrid | None = None, shading: str = "albedo", light_pos=None,
                 ambient: float = 0.3, background: torch.Tensor | None = None, early_stop: float = 1e-4,
                 chunk: int = 16, need_normals: bool | None = None, normal_method: str = "finite_difference",
-                generator: torch.Generator | None = None) -> dict:
+                need_distortion: bool = False, generator: torch.Generator | None = None) -> dict:
     """Volume-render N rays.
 
     rays_o, rays_d: (N, 3), rays_d unit length. light_pos: (N, 3) or None. background: (N, 3) colours
     or None (black). early_stop < 0 never terminates a ray. Returns rgb (N, 3), opacity (N,), depth (N,) (expected distance; 0 where empty),
     normal (N, 3) (opacity-weighted, unit where the ray hits), orientation (N,) (orientation-loss
-    terms), n_evaluated (field evaluations made) and n_samples (N * S).
+    terms), distortion (N,) (Mip-NeRF 360's loss, when need_distortion), n_evaluated (field evaluations
+    made) and n_samples (N * S).
     """
     if shading not in SHADINGS:
         raise ValueError(f"shading must be one of {SHADINGS}, got {shading!r}")
@@ -125,6 +128,10 @@ def render_rays(field, rays_o: torch.Tensor, rays_d: torch.Tensor, n_samples: in
     depth = torch.zeros(n, device=dev)
     normal = torch.zeros(n, 3, device=dev)
     orient = torch.zeros(n, device=dev)
+    # running sums for the distortion loss across chunks: sum of w and of w*t over earlier samples
+    w_before = torch.zeros(n, device=dev)
+    wt_before = torch.zeros(n, device=dev)
+    distortion = torch.zeros(n, device=dev)
     active = far > near
     n_eval = 0
     for c0 in range(0, n_samples, chunk):
@@ -154,13 +161,22 @@ def render_rays(field, rays_o: torch.Tensor, rays_d: torch.Tensor, n_samples: in
             normal = normal.index_add(0, ray_of, wv[:, None] * nrm_v)
             facing_away = (nrm_v * rays_d[ray_of]).sum(-1).clamp(min=0.0) ** 2
             orient = orient.index_add(0, ray_of, wv.detach() * facing_away)
+        if need_distortion:
+            # Mip-NeRF 360: sum_ij w_i w_j |t_i - t_j| + 1/3 sum_i w_i^2 delta_i, the pair term as
+            # 2 sum_j w_j (t_j W_<j - (wt)_<j) with prefix sums carried over from earlier chunks
+            w_prev = w_before[rays, None] + torch.cumsum(w, 1) - w
+            wt_prev = wt_before[rays, None] + torch.cumsum(w * tc, 1) - w * tc
+            d = 2 * (w * (tc * w_prev - wt_prev)).sum(1) + (w.pow(2) * dc).sum(1) / 3
+            distortion = distortion.index_add(0, rays, d)
+            w_before = w_before.index_add(0, rays, w.sum(1))
+            wt_before = wt_before.index_add(0, rays, (w * tc).sum(1))
         trans = trans.index_put((rays,), tr[:, -1])
         active = active & (trans > early_stop)
     if background is not None:
         rgb = rgb + (1.0 - opacity)[:, None] * background
     normal = F.normalize(normal, dim=-1, eps=1e-8)
     return {"rgb": rgb, "opacity": opacity, "depth": depth, "normal": normal, "orientation": orient,
-            "n_evaluated": n_eval, "n_samples": n * n_samples}
+            "distortion": distortion, "n_evaluated": n_eval, "n_samples": n * n_samples}
 
 
 def sample_lights(cameras: Cameras, generator: torch.Generator | None = None, spread: float = 0.3,
