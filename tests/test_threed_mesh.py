@@ -60,9 +60,9 @@ def test_auto_threshold_recovers_the_rendered_surface():
     and the 60 deg crossing radius (axis rays meet a sphere at up to 54.7 deg), for a ball of any
     density scale. A fixed density level cannot: the same constant lands outside that band for one of
     these balls."""
-    voxel = 2 / 63
+    voxel = 2 / 47
     for k, s in ((100.0, 0.01), (1000.0, 0.01), (20.0, 0.05)):
-        mesh, level = extract_mesh(SoftBall(k, s), resolution=64)
+        mesh, level = extract_mesh(SoftBall(k, s), resolution=48)
         radius = np.linalg.norm(mesh.vertices, axis=1).mean()
         lo, hi = rendered_radius(k, s, 0), rendered_radius(k, s, 60)
         assert lo - voxel / 4 < radius < hi + voxel / 4, (k, s, radius, lo, hi, level)
@@ -76,13 +76,13 @@ def test_a_dense_skin_gives_a_solid_mesh():
     """Density only in a shell 0.45 < r < 0.5 (as a field fitted to images may be): the renders show a
     ball, and so does the mesh: solid, watertight, one component, the volume of the r = 0.5 ball."""
     shell = lambda x: 200.0 * ((x.norm(dim=-1) > 0.45) & (x.norm(dim=-1) < 0.5)).float()
-    mesh = grid_to_mesh(hidden_depth_grid(shell, 64))
+    mesh = grid_to_mesh(hidden_depth_grid(shell, 48))
     assert mesh.is_watertight and len(mesh.split(only_watertight=False)) == 1
     assert abs(mesh.volume / (4 / 3 * math.pi * 0.5 ** 3) - 1) < 0.05
     # a torus keeps its hole: the axis rays through the hole see nothing
     torus = lambda x: 200.0 * ((torch.stack([x[:, [0, 2]].norm(dim=-1) - 0.4, x[:, 1]], -1).norm(dim=-1) < 0.15)
                                .float())
-    t = grid_to_mesh(hidden_depth_grid(torus, 64))
+    t = grid_to_mesh(hidden_depth_grid(torus, 48))
     assert t.is_watertight and t.euler_number == 0                      # genus one
 
 

@@ -184,3 +184,12 @@ def test_vsd_gradient_vanishes_when_phi_matches_the_prior():
     vsd = vsd_gradient(prior, lambda x_t, t, e: prior.predict_eps(x_t, t, e), x, t, noise, mu)
     assert vsd.abs().max() == 0
     assert sds_gradient(prior, x, t, noise, mu).abs().max() > 0.01    # SDS would still pull to the mode
+
+
+def test_empty_prompts_are_refused_with_a_fix():
+    from polydiff.threed.sds import check_prompts
+
+    for bad in ("", "   ", [], ["a red cube", ""], [None]):
+        with pytest.raises(ValueError, match="a red cube"):
+            check_prompts(bad)
+    assert check_prompts("a red cube") == ["a red cube"]
