@@ -64,7 +64,7 @@ class DMDConfig:
     pairs: int = 8192                    # size of the cached (noise, teacher output) set
     teacher_method: str = "heun"         # core sampler making the regression targets
     teacher_steps: int = 40
-    fake_steps_per_gen: int = 1          # DMD2 two-time-scale update (they use 5)
+    fake_steps_per_gen: int = 5          # DMD2 two-time-scale update (5 as DMD2; 1 = original DMD)
     fake_weighting: str = "uniform"      # weighting of the fake score's diffusion loss
     cfg_scale: float = 1.0               # classifier-free guidance of the real score
     cfg_rescale: float = 0.0
@@ -334,7 +334,10 @@ def distill(teacher: Teacher, output, run: DistillRun | None = None, *, real=Non
     run = run or DistillRun()
     o, output = run.dmd, Path(output)
     work = output / "dmd-run"
-    train = replace(run.train, out_dir=str(work))
+    # On fake-score-only steps the generator takes no part in the loss: under DDP that needs
+    # find_unused_parameters, and DDP then leaves its (globally unused) grads None, so AdamW skips it.
+    train = replace(run.train, out_dir=str(work),
+                    ddp_find_unused=run.train.ddp_find_unused or o.fake_steps_per_gen > 1)
     sigma_max = o.sigma_max if o.sigma_max is not None else teacher.sigma_max
     device = next(savable(teacher.denoiser).parameters()).device
     teacher.denoiser.eval().requires_grad_(False)

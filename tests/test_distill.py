@@ -205,5 +205,6 @@ def test_pair_holds_student_and_fake_only():
     teacher = ToyDenoiser(hidden=16, depth=1)
     pair = DMDPair.from_teacher(teacher, DMDConfig(), sigma_max=80.0)
     keys = set(pair.state_dict())
-    assert keys == {"calls"} | {f"student.{k}" for k in teacher.state_dict()} | {f"fake.{k}" for k in teacher.state_dict()}
+    own = teacher.state_dict()
+    assert keys == {"calls"} | {f"student.{k}" for k in own} | {f"fake.{k}" for k in own}
     assert pair.real is teacher                 # used, never trained or saved
