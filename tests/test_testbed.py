@@ -80,7 +80,7 @@ def test_per_sample_sigma_equals_one_sigma_at_a_time(mixture):
     batched = mixture.denoise(x, sig)
     for i in range(4):
         assert torch.allclose(batched[i], mixture.denoise(x[i:i + 1], sig[i])[0], atol=1e-14)
-    assert torch.equal(mixture.denoise(x, 0.0), x) or torch.allclose(mixture.denoise(x, 0.0), x, atol=1e-14)
+    assert torch.allclose(mixture.denoise(x, 0.0), x, atol=1e-13)        # nothing to remove at sigma = 0
 
 
 def test_samples_have_the_mixture_moments_and_modes(mixture):
