@@ -20,7 +20,6 @@ import resource
 import time
 
 import torch
-
 from polydiff.threed.metrics import evaluate_mesh, fit_ceiling, reference_mesh
 from polydiff.threed.primitives import SHAPES, single
 
@@ -61,7 +60,7 @@ def main():
             if args.device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
             t0 = time.perf_counter()
-            _, mesh, stats = fit_ceiling(scene, iters=iters, image_resolution=args.image_resolution,
+            _, mesh, _stats = fit_ceiling(scene, iters=iters, image_resolution=args.image_resolution,
                                          mesh_resolution=args.mesh_resolution, seed=args.seed, device=args.device)
             m = evaluate_mesh(mesh, scene, reference=ref, seed=args.seed)
             sec = time.perf_counter() - t0

@@ -6,10 +6,16 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-
 from polydiff.threed.io import OutputError
-from polydiff.threed.mesh import (EmptyFieldError, density_grid, export_mesh, extract_mesh, grid_to_mesh,
-                                  hidden_depth_grid, turntable)
+from polydiff.threed.mesh import (
+    EmptyFieldError,
+    density_grid,
+    export_mesh,
+    extract_mesh,
+    grid_to_mesh,
+    hidden_depth_grid,
+    turntable,
+)
 
 
 class SoftBall:
@@ -31,7 +37,7 @@ class SoftBall:
 
 def test_sphere_mesh_is_watertight_with_the_right_volume_and_round_trips(tmp_path):
     field = SoftBall()
-    mesh, level = extract_mesh(field, resolution=64, level=50.0)     # k / 2: the surface is at r0 exactly
+    mesh, _level = extract_mesh(field, resolution=64, level=50.0)     # k / 2: the surface is at r0 exactly
     assert mesh.is_watertight and mesh.volume > 0
     assert abs(mesh.volume / (4 / 3 * math.pi * 0.5 ** 3) - 1) < 0.04
     # vertex colours are the albedo just inside the surface

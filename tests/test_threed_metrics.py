@@ -1,11 +1,9 @@
 """IoU, Chamfer and colour error against shapes with known answers."""
 
-import math
 
 import numpy as np
 import torch
 import trimesh
-
 from polydiff.threed.metrics import evaluate_mesh, mesh_occupancy, reference_mesh
 from polydiff.threed.primitives import PALETTE, compose, single
 

@@ -6,10 +6,15 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from polydiff.threed.cameras import make_cameras
-from polydiff.threed.dataset import (build_data, caption, heldout_combos, parse_prompt, random_scene,
-                                     train_combos)
+from polydiff.threed.dataset import (
+    build_data,
+    caption,
+    heldout_combos,
+    parse_prompt,
+    random_scene,
+    train_combos,
+)
 from polydiff.threed.io import OutputError
 from polydiff.threed.primitives import COLORS, PALETTE, SDF, SHAPES, compose, render_scene, single
 
@@ -119,7 +124,6 @@ def test_build_data_bad_inputs_write_nothing(tmp_path):
 
 def test_build_data_command(tmp_path):
     from click.testing import CliRunner
-
     from polydiff.threed.plugin import cli
 
     res = CliRunner().invoke(cli, ["build-data", "-o", str(tmp_path / "d"), "--images", "6", "--resolution", "32"])

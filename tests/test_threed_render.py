@@ -4,11 +4,17 @@ import math
 
 import pytest
 import torch
-
-from polydiff.threed.cameras import get_rays, look_at, make_cameras, sample_cameras, view_names, view_prompts
+from polydiff.threed.cameras import get_rays, make_cameras, sample_cameras, view_names, view_prompts
 from polydiff.threed.field import Background, RadianceField, density_normals
-from polydiff.threed.render import (OccupancyGrid, max_optical_depth_error, opacity_entropy, orientation_loss,
-                                    render, render_rays, sample_lights)
+from polydiff.threed.render import (
+    OccupancyGrid,
+    max_optical_depth_error,
+    opacity_entropy,
+    orientation_loss,
+    render,
+    render_rays,
+    sample_lights,
+)
 
 
 class UniformSphere:
@@ -39,7 +45,7 @@ def test_look_at_is_orthonormal_and_centre_ray_hits_origin():
     assert torch.allclose(torch.linalg.det(r), torch.ones(16), atol=1e-5)           # right-handed
     # camera up has a non-negative world-Y component (+Y up), the view axis points at the origin
     assert (r[:, 1, 1] >= -1e-6).all()
-    o, d = get_rays(cams, 9, 9)                                                      # odd: a centre pixel
+    _, d = get_rays(cams, 9, 9)                                                      # odd: a centre pixel
     centre = d[:, 4, 4]
     to_origin = torch.nn.functional.normalize(-cams.position, dim=-1)
     assert torch.allclose(centre, to_origin, atol=1e-5)
@@ -50,7 +56,7 @@ def test_look_at_is_orthonormal_and_centre_ray_hits_origin():
 def test_fov_edge_ray_angle_and_straight_overhead():
     cams = make_cameras(elevation=90.0, azimuth=0.0, distance=2.0, fov=60.0)
     assert torch.allclose(cams.rotation[0].T @ cams.rotation[0], torch.eye(3), atol=1e-5)
-    o, d = get_rays(make_cameras(0.0, 0.0, 2.0, 60.0), 2, 2)
+    _, d = get_rays(make_cameras(0.0, 0.0, 2.0, 60.0), 2, 2)
     # pixel centres at +-0.5 px of a 2 px image: vertical angle atan(0.5 * tan(30 deg))
     ang = math.degrees(math.atan(0.5 * math.tan(math.radians(30.0))))
     y_angle = math.degrees(math.atan2(d[0, 0, 0, 1].item(), -d[0, 0, 0, 2].item()))

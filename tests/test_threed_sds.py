@@ -2,9 +2,18 @@
 
 import pytest
 import torch
-
-from polydiff.threed.sds import (DenoiserPrior, ImagePrior, guided_eps, perp_neg_eps, sample_timesteps, score_distillation,
-                                 sds_gradient, sds_surrogate_loss, sds_weight, vsd_gradient)
+from polydiff.threed.sds import (
+    DenoiserPrior,
+    ImagePrior,
+    guided_eps,
+    perp_neg_eps,
+    sample_timesteps,
+    score_distillation,
+    sds_gradient,
+    sds_surrogate_loss,
+    sds_weight,
+    vsd_gradient,
+)
 
 T = 1000
 ABAR = torch.cumprod(1.0 - torch.linspace(1e-4, 0.02, T, dtype=torch.float64), 0)

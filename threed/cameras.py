@@ -33,13 +33,13 @@ class Cameras:
     def __len__(self) -> int:
         return self.position.shape[0]
 
-    def __getitem__(self, idx) -> "Cameras":
+    def __getitem__(self, idx) -> Cameras:
         if isinstance(idx, int):
             idx = slice(idx, idx + 1)
         return Cameras(*(getattr(self, f)[idx] for f in
                          ("position", "rotation", "fov", "elevation", "azimuth", "distance")))
 
-    def to(self, device) -> "Cameras":
+    def to(self, device) -> Cameras:
         return Cameras(*(getattr(self, f).to(device) for f in
                          ("position", "rotation", "fov", "elevation", "azimuth", "distance")))
 

@@ -22,10 +22,9 @@ a constant colour, or a random colour per image (DreamFusion's trick against a b
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
-
 from polydiff.core.checkpoint import ModelMixin
+from torch import nn
 
 
 def trunc_exp(x: torch.Tensor, max_value: float = 15.0) -> torch.Tensor:

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import trimesh
 from scipy.ndimage import binary_fill_holes
 from skimage.measure import marching_cubes

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import click
-
 from polydiff.core.checkpoint import find_checkpoints
 from polydiff.core.cli import common_options, output_option
 from polydiff.core.plugin import Plugin

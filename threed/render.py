@@ -26,8 +26,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from .cameras import Cameras, get_rays
 from .field import density_normals

@@ -145,8 +145,8 @@ def sample_timesteps(batch: int, num_train_timesteps: int, t_range=(0.02, 0.98),
         t_max = t_max + (max(t_max_end, t_min) - t_max) * progress
     elif anneal == "sqrt":
         t_max = t_max + (max(t_max_end, t_min) - t_max) * math.sqrt(progress)
-    lo = int(round(t_min * (num_train_timesteps - 1)))
-    hi = int(round(t_max * (num_train_timesteps - 1)))
+    lo = round(t_min * (num_train_timesteps - 1))
+    hi = round(t_max * (num_train_timesteps - 1))
     return torch.randint(lo, hi + 1, (batch,), generator=generator)
 
 
