@@ -76,9 +76,16 @@ def convert_cmd(source, output, fps, no_foot_lock, smpl_dir, gender):
     click.echo(str(out))
 
 
+def _train(config_path, overrides=(), **opts):
+    from .train import train
+
+    return train(config_path, overrides, **opts)
+
+
 plugin = Plugin(
     name="motion",
     help="Animate the 22-joint SMPL/HumanML3D skeleton from a sentence; edit and export (BVH, glTF).",
     cli=cli,
     checkpoints=lambda: find_checkpoints(CHECKPOINTS),
+    train=_train,
 )
