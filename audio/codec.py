@@ -119,34 +119,49 @@ class GriffinLim:
 
     def mel_to_audio(self, mel: torch.Tensor) -> torch.Tensor:
         mel = torch.as_tensor(mel, dtype=torch.float32)
-        mag = mel_to_magnitude(mel)
-        T = mag.shape[-1]
+        return torch.cat([torch.zeros(0, device=mel.device), *self.stream([mel])])
+
+    def stream(self, blocks):
+        """Vocode a mel that arrives in blocks (any iterable of (128, t) tensors, e.g. one per generated
+        segment) and yield the audio as it is settled, in constant memory: at most one chunk of mel and
+        audio is held. The output is the same whatever the blocking (chunks and their random start
+        phases depend only on frame positions), and equals `mel_to_audio` of the whole mel."""
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
-        phase0 = torch.rand(mag.shape, generator=gen) * 2 * torch.pi
-        angles = torch.polar(torch.ones_like(mag), phase0.to(mag.device))
-        if T <= self.chunk_frames:
-            return _istft(self._gl(mag, angles), T * HOP)
-        out = torch.zeros(T * HOP, device=mag.device)
         step = self.chunk_frames - self.overlap
-        fade_n = self.overlap * HOP
-        prev_tail = None                                                 # complex (513, overlap)
-        for s in range(0, T - self.overlap, step):
-            e = min(s + self.chunk_frames, T)
-            a = angles[:, s:e].clone()
-            if prev_tail is not None:
-                a[:, : self.overlap] = prev_tail / prev_tail.abs().clamp_min(1e-16)
-            spec = self._gl(mag[:, s:e], a)
-            audio = _istft(spec, (e - s) * HOP)
-            if s == 0:
-                out[: e * HOP] = audio
-            else:
-                fade = torch.linspace(0, 1, fade_n, device=out.device)
-                out[s * HOP: s * HOP + fade_n] = out[s * HOP: s * HOP + fade_n] * (1 - fade) + audio[:fade_n] * fade
-                out[s * HOP + fade_n: e * HOP] = audio[fade_n:]
-            prev_tail = spec[:, -self.overlap:]
-            if e == T:
-                break
-        return out
+        pending = None                      # mel frames not yet vocoded: (128, t)
+        prev_tail, held = None, None        # held: the last chunk's audio past its settled part
+        for block in blocks:
+            block = torch.as_tensor(block, dtype=torch.float32)
+            pending = block if pending is None else torch.cat([pending, block], -1)
+            while pending.shape[-1] > self.chunk_frames:            # a full chunk with frames after it
+                out, prev_tail, held = self._chunk(pending[:, : self.chunk_frames], prev_tail, held, gen, last=False)
+                yield out
+                pending = pending[:, step:]
+        if pending is None or pending.shape[-1] == 0:
+            return
+        out, _, _ = self._chunk(pending, prev_tail, held, gen, last=True)
+        yield out
+
+    def _chunk(self, mel, prev_tail, held, gen, last):
+        """One chunk: its first `overlap` frames start from the phases the previous chunk found there and
+        its audio is cross-faded into that chunk's held tail. Returns the
+        audio that is final now, the chunk's last `overlap` complex frames, and the audio held back."""
+        mag = mel_to_magnitude(mel)
+        n_new = mag.shape[-1] - (0 if prev_tail is None else self.overlap)
+        phase = torch.rand(mag.shape[0], n_new, generator=gen) * 2 * torch.pi   # fresh frames only
+        angles = torch.polar(torch.ones_like(mag[:, -n_new:]), phase.to(mag.device))
+        if prev_tail is not None:
+            angles = torch.cat([prev_tail / prev_tail.abs().clamp_min(1e-16), angles], -1)
+        spec = self._gl(mag, angles)
+        audio = _istft(spec, mag.shape[-1] * HOP)
+        if held is not None:
+            fade_n = self.overlap * HOP
+            fade = torch.linspace(0, 1, fade_n, device=audio.device)
+            audio = torch.cat([held * (1 - fade) + audio[:fade_n] * fade, audio[fade_n:]])
+        if last:
+            return audio, None, None
+        keep = audio.shape[-1] - self.overlap * HOP
+        return audio[:keep], spec[:, -self.overlap:], audio[keep:]
 
 
 # -- files --------------------------------------------------------------------------------------
@@ -197,6 +212,24 @@ def write_wav(path, audio, sample_rate: int = SAMPLE_RATE) -> None:
 
     audio = np.clip(np.asarray(torch.as_tensor(audio).detach().cpu(), dtype=np.float32), -1, 1)
     atomic_write(path, lambda tmp: sf.write(tmp, audio, sample_rate, subtype="PCM_16", format="WAV"))
+
+
+def write_wav_stream(path, blocks, sample_rate: int = SAMPLE_RATE) -> int:
+    """16-bit PCM WAV from an iterable of audio blocks, written as they come (constant memory) into a
+    temp file that replaces `path` only once every block is in. Returns the number of samples."""
+    import soundfile as sf
+
+    count = [0]
+
+    def write(tmp):
+        with sf.SoundFile(tmp, "w", samplerate=sample_rate, channels=1, subtype="PCM_16", format="WAV") as f:
+            for block in blocks:
+                block = np.clip(np.asarray(torch.as_tensor(block).detach().cpu(), dtype=np.float32), -1, 1)
+                f.write(block)
+                count[0] += len(block)
+
+    atomic_write(path, write)
+    return count[0]
 
 
 def write_spectrogram_png(path, mel, title: str | None = None) -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 from polydiff.core.checkpoint import find_checkpoints
-from polydiff.core.cli import output_option
+from polydiff.core.cli import common_options, output_option
 from polydiff.core.plugin import Plugin
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
@@ -80,9 +80,91 @@ def reconstruct_cmd(audio, output, spectrogram, iterations):
     click.echo(f"wrote {output}" + (f" and {spectrogram}" if spectrogram else ""))
 
 
+def sampling_options(f):
+    """--sampler, --steps, --cfg-notes, --cfg-context, --spectrogram, --checkpoint (defaults: `Sampling`)."""
+    from polydiff.core.samplers import METHODS
+
+    opts = [
+        click.option("--sampler", type=click.Choice(METHODS), default="dpmpp_2m", show_default=True),
+        click.option("--steps", type=click.IntRange(min=1), default=16, show_default=True,
+                     help="Sampler steps per segment."),
+        click.option("--cfg-notes", type=click.FloatRange(min=0), default=1.5, show_default=True,
+                     help="Guidance scale of the notes (1 = none)."),
+        click.option("--cfg-context", type=click.FloatRange(min=0), default=1.0, show_default=True,
+                     help="Guidance scale of the previous segment (1 = none)."),
+        click.option("--spectrogram", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Also write the mel spectrogram as a PNG."),
+        click.option("--checkpoint", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Model folder [default: the shipped audio/checkpoints/base]."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _run(job):
+    """Run a pipeline job, turning user errors into one-line CLI errors."""
+    from polydiff.core.checkpoint import CheckpointError
+
+    from .codec import AudioError
+    from .notes import MidiError
+
+    try:
+        return job()
+    except (AudioError, MidiError, CheckpointError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+
+
+@cli.command("synth")
+@click.argument("midi", type=click.Path(dir_okay=False, path_type=Path))
+@output_option(required=True, help="Output WAV (16 kHz mono).")
+@sampling_options
+@common_options
+def synth_cmd(midi, output, sampler, steps, cfg_notes, cfg_context, spectrogram, checkpoint, device, seed):
+    """Render MIDI to music, segment by segment, each conditioned on its notes and the previous segment."""
+    from .pipeline import Sampling, synth
+
+    opts = Sampling(sampler=sampler, steps=steps, cfg_notes=cfg_notes, cfg_context=cfg_context, seed=seed)
+    # stream when no picture is asked for: constant memory however long the piece
+    _run(lambda: synth(midi, checkpoint, device, opts, stream=spectrogram is None).save(output, spectrogram))
+    click.echo(f"wrote {output}" + (f" and {spectrogram}" if spectrogram else ""))
+
+
+@cli.command("continue")
+@click.argument("start", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--seconds", type=float, required=True, help="Seconds of music to add after START.")
+@click.option("--notes", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="MIDI to follow (time 0 = the end of START); without it the music continues freely.")
+@output_option(required=True, help="Output WAV: START followed by the continuation.")
+@sampling_options
+@common_options
+def continue_cmd(start, seconds, notes, output, sampler, steps, cfg_notes, cfg_context, spectrogram, checkpoint,
+                 device, seed):
+    """Continue a recording: write START followed by SECONDS of new music."""
+    from .pipeline import Sampling, continue_
+
+    opts = Sampling(sampler=sampler, steps=steps, cfg_notes=cfg_notes, cfg_context=cfg_context, seed=seed)
+    _run(lambda: continue_(start, seconds, notes, checkpoint, device, opts).save(output, spectrogram))
+    click.echo(f"wrote {output}" + (f" and {spectrogram}" if spectrogram else ""))
+
+
 plugin = Plugin(
     name="audio",
     help="Music from MIDI notes by spectrogram diffusion; continue a piece segment by segment.",
     cli=cli,
     checkpoints=lambda: find_checkpoints(CHECKPOINTS),
+    train=lambda config_path, overrides, **kw: _train(config_path, overrides, **kw),
+    demo=lambda folder, device="cpu", seed=0: _demo(folder, device=device, seed=seed),
 )
+
+
+def _train(config_path, overrides, **kw):
+    from .train import train
+
+    return train(config_path, overrides, **kw)
+
+
+def _demo(folder, device="cpu", seed=0):
+    from .demo import demo
+
+    return demo(folder, device=device, seed=seed)

@@ -1,0 +1,157 @@
+"""The spectrogram diffusion model: a DiT over one segment's mel, cross-attending to its notes and to the
+previous segment (after Hawthorne et al. 2022, "Multi-instrument Music Synthesis with Spectrogram Diffusion").
+
+    notes  (B, L) token ids  --TokenConditioner-->  (B, L, cond_dim)  --+
+    context mel (B, 128, 256) --FrameConditioner--> (B, 256/stride, cond_dim) --+-- one key sequence
+    noisy mel (B, 128, 256) --DiT (patches of `patch` frames)--> F, cross-attending to both
+
+The two conditions are joined along the sequence (their masks too) and their pooled vectors side by side,
+so one cross-attention serves both. Each is replaced by its own learned null condition where the
+`use_notes` / `use_context` flags are False: in training at random (independently, for two-scale CFG),
+at sampling time to form the unconditional passes (`two_scale_cfg`).
+
+Why an extra time field for the notes: event tokens carry time only as `time t` tokens in front of the
+events, so a token's position in the sequence says nothing about when it sounds. Every token also gets the
+embedding of the segment time it belongs to (the last `time` token before it, in bins of `time_bin`
+10-ms steps), which lets the mel patches find their notes by cross-attention from the first steps.
+
+The network is the whole checkpoint (`AudioDiffusion`, a `ModelMixin`); `denoiser(model)` wraps it in EDM
+preconditioning, the denoiser convention every sampler uses; `guided_denoiser` adds two-scale classifier-free guidance for sampling.
+"""
+
+from __future__ import annotations
+
+import torch
+from polydiff.core.checkpoint import ModelMixin
+from polydiff.core.conditioning import Condition, FrameConditioner, NullCondition, TokenConditioner
+from polydiff.core.guidance import cfg_denoiser
+from polydiff.core.precond import EDMPrecond
+from polydiff.core.transformer import DiT
+
+from .codec import N_MELS, SEGMENT_FRAMES
+from .notes import VOCAB
+
+SILENCE = -1.0                         # the codec's value of silence: the context of a first segment
+
+
+def join(a: Condition, b: Condition) -> Condition:
+    """Two conditions of one batch as one key sequence: tokens and masks side by side along the sequence,
+    pooled vectors concatenated (B, Da + Db)."""
+    return Condition(torch.cat([a.tokens, b.tokens], 1), torch.cat([a.mask, b.mask], 1),
+                     torch.cat([a.pooled, b.pooled], -1))
+
+
+def choose(cond: Condition, null: NullCondition, keep: torch.Tensor) -> Condition:
+    """cond where keep (B,) is True, the null condition (its tokens, mask and pooled) elsewhere."""
+    if bool(keep.all()):
+        return cond
+    empty = null(len(cond)).pad_to(max(cond.tokens.shape[1], 1))
+    cond = cond.pad_to(empty.tokens.shape[1])
+    k = keep.to(cond.tokens.device)
+    return Condition(torch.where(k[:, None, None], cond.tokens, empty.tokens.to(cond.tokens.dtype)),
+                     torch.where(k[:, None], cond.mask, empty.mask),
+                     torch.where(k[:, None], cond.pooled, empty.pooled.to(cond.pooled.dtype)))
+
+
+def token_times(ids: torch.Tensor, time_bin: int) -> torch.Tensor:
+    """ids (B, L) -> (B, L) time bin of each token: the last `time t` token at or before it, // time_bin
+    (the tie section, before any time token, is time 0)."""
+    lo = VOCAB.time_offset
+    is_time = (ids >= lo) & (ids < lo + VOCAB.n_time)
+    t = torch.where(is_time, ids - lo, torch.zeros_like(ids))
+    return torch.cummax(t, dim=1).values // time_bin
+
+
+class AudioDiffusion(ModelMixin):
+    """F(x_in, c_noise, tokens, context, use_notes, use_context) for one segment's mel.
+
+    x_in: (B, 128, 256) preconditioned noisy mel; c_noise: (B,); tokens: (B, L) note token ids (pad 0);
+    context: (B, 128, 256) previous segment's mel in [-1, 1] (silence -1 for a first segment);
+    use_notes / use_context: (B,) bool, False = the null condition (default True)."""
+
+    def __init__(self, n_mels: int = N_MELS, frames: int = SEGMENT_FRAMES, dim: int = 256, depth: int = 4,
+                 heads: int = 4, patch: int = 4, cond_dim: int = 128, note_depth: int = 2,
+                 context_depth: int = 1, context_stride: int = 8, time_bin: int = 8, max_tokens: int = 256,
+                 sigma_data: float = 0.5, p_drop_notes: float = 0.1, p_drop_context: float = 0.1):
+        super().__init__()
+        self.n_mels, self.frames, self.max_tokens, self.time_bin = n_mels, frames, max_tokens, time_bin
+        self.sigma_data, self.p_drop_notes, self.p_drop_context = sigma_data, p_drop_notes, p_drop_context
+        n_time_bins = VOCAB.n_time // time_bin + 1
+        self.notes = TokenConditioner([VOCAB.size, n_time_bins], cond_dim, depth=note_depth, heads=heads,
+                                      pad_id=VOCAB.pad)
+        self.context = FrameConditioner(n_mels, cond_dim, depth=context_depth, heads=heads, stride=context_stride)
+        self.null_notes = NullCondition(cond_dim)
+        self.null_context = NullCondition(cond_dim)
+        self.net = DiT(n_mels, dim=dim, depth=depth, heads=heads, patch_size=patch, cond_dim=cond_dim,
+                       pooled_dim=2 * cond_dim)
+
+    def condition(self, tokens, context, use_notes=None, use_context=None) -> Condition:
+        b = context.shape[0]
+        ones = torch.ones(b, dtype=torch.bool, device=context.device)
+        use_notes = ones if use_notes is None else use_notes.bool()
+        use_context = ones if use_context is None else use_context.bool()
+        tokens = tokens[:, : self.max_tokens].long()
+        ids = torch.stack([tokens, token_times(tokens, self.time_bin)], -1)       # (B, L, 2)
+        notes = choose(self.notes(ids), self.null_notes, use_notes)
+        ctx = choose(self.context(context), self.null_context, use_context)
+        return join(notes, ctx)
+
+    def forward(self, x, c_noise, tokens, context, use_notes=None, use_context=None):
+        return self.net(x, c_noise, cond=self.condition(tokens, context, use_notes, use_context))
+
+
+def denoiser(model: AudioDiffusion) -> EDMPrecond:
+    """D(x, sigma, tokens=, context=, use_notes=, use_context=) -> clean mel estimate (EDM preconditioning)."""
+    return EDMPrecond(model, sigma_data=model.sigma_data)
+
+
+def audio_loss(model, batch, generator):
+    """The training loss for `core.train.fit`: EDM loss on (mel, tokens, context) with notes and context
+    each dropped (replaced by its null condition) with its own probability, independently."""
+    from polydiff.core.losses import diffusion_loss
+
+    mel, tokens, context = batch
+    raw = getattr(model, "module", model)
+    b, dev = mel.shape[0], mel.device
+    u = torch.rand(2, b, generator=generator, device=generator.device).to(dev)
+    cond = {"tokens": tokens, "context": context, "use_notes": u[0] >= raw.p_drop_notes,
+            "use_context": u[1] >= raw.p_drop_context}
+    return diffusion_loss(EDMPrecond(model, sigma_data=raw.sigma_data), mel, cond, generator=generator)
+
+
+def guided_denoiser(model: AudioDiffusion, tokens, context, cfg_notes: float = 1.0, cfg_context: float = 1.0,
+                    use_notes: bool = True):
+    """D(x, sigma) for one batch of segments with two-scale classifier-free guidance (as InstructPix2Pix):
+
+        D(0, 0) + cfg_context (D(0, c) - D(0, 0)) + cfg_notes (D(n, c) - D(0, c))
+
+    n = notes, c = context, 0 = the null condition. Scales of 1 give D(n, c) exactly (one pass); with
+    cfg_context = 1 it is plain CFG on the notes (`core.guidance.cfg_denoiser`, one doubled batch).
+    Without notes (free continuation) only the context scale applies: D(0, 0) + cfg_context (D(0, c) - D(0, 0)).
+    The conditions do not depend on x or sigma, so they are encoded once here, not at every step."""
+    b = context.shape[0]
+    on = torch.ones(b, dtype=torch.bool, device=context.device)
+    off = ~on
+    if not use_notes:
+        passes, scale = [(off, on), (off, off)], cfg_context
+    elif cfg_context == 1.0:
+        passes, scale = ([(on, on)] if cfg_notes == 1.0 else [(on, on), (off, on)]), cfg_notes
+    else:
+        passes, scale = [(on, on), (off, on), (off, off)], None
+    with torch.no_grad():
+        conds = Condition.cat([model.condition(tokens, context, n, c) for n, c in passes])   # (len(passes) B)
+    rows = [torch.arange(i * b, (i + 1) * b, device=context.device) for i in range(len(passes))]
+    den = EDMPrecond(lambda x, c_noise, rows: model.net(x, c_noise, cond=conds.select(rows)),
+                     sigma_data=model.sigma_data)
+    if len(passes) == 1:
+        return lambda x, sigma: den(x, sigma, rows=rows[0])
+    if len(passes) == 2:
+        return cfg_denoiser(den, scale, {"rows": rows[0]}, {"rows": rows[1]})
+    every = torch.cat(rows)
+
+    def guided(x, sigma):
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1).expand(b)
+        d_nc, d_c, d_0 = den(x.repeat(3, *[1] * (x.ndim - 1)), sigma.repeat(3), rows=every).chunk(3)
+        return d_0 + cfg_context * (d_c - d_0) + cfg_notes * (d_nc - d_c)
+
+    return guided

@@ -1,0 +1,219 @@
+"""The two jobs, as functions a notebook calls and the CLI wraps:
+
+    result = polydiff.audio.synth("song.mid")                  # notes -> music
+    result.save("song.wav", spectrogram="song.png")
+    result = polydiff.audio.continue_("start.wav", seconds=10)  # start + 10 s more, free or on notes
+    result.save("more.wav")
+
+Both run segment by segment (5.12 s each): a segment is sampled by a core sampler from the two-scale
+CFG denoiser of `model.guided_denoiser`, conditioned on its notes and on the previous segment's mel
+(the one just generated, or the end of the given start). Only the previous segment is kept while
+sampling, and the mel is vocoded as one stream by the chunked Griffin-Lim (`GriffinLim.stream`), so
+there is no seam at segment joins and memory stays constant however long the piece is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from polydiff.core.checkpoint import CheckpointError, load_pretrained
+from polydiff.core.runtime import randn
+from polydiff.core.samplers import METHODS, sample
+from polydiff.core.schedules import karras_sigmas
+
+from .codec import (
+    HOP,
+    N_MELS,
+    SEGMENT_FRAMES,
+    AudioError,
+    GriffinLim,
+    audio_to_mel,
+    load_audio,
+    write_wav_stream,
+)
+from .model import SILENCE, AudioDiffusion, guided_denoiser
+from .notes import VOCAB, MidiError, encode_segments, n_segments, pad_tokens, read_midi
+
+DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "base"
+SEGMENT_SECONDS = SEGMENT_FRAMES * HOP / 16000
+
+
+@dataclass
+class Sampling:
+    """How each segment is sampled. Defaults are the ones the benchmark's speed figures use."""
+
+    sampler: str = "dpmpp_2m"
+    steps: int = 16
+    cfg_notes: float = 1.5
+    cfg_context: float = 1.0
+    sigma_min: float = 0.002
+    sigma_max: float = 10.0
+    seed: int = 0
+    gl_iters: int = 32               # Griffin-Lim iterations of the vocoder
+
+    def check(self) -> None:
+        if self.sampler not in METHODS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; use one of {', '.join(METHODS)}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.cfg_notes < 0 or self.cfg_context < 0:
+            raise ValueError(f"CFG scales must be >= 0, got notes {self.cfg_notes}, context {self.cfg_context}")
+
+
+def load_model(checkpoint=None, device="cpu") -> AudioDiffusion:
+    """The audio model of a checkpoint folder (the shipped one by default), EMA weights when present."""
+    folder = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"{folder}: no audio checkpoint here (config.json missing). Train one with "
+                              "`polydiff train audio --config audio/configs/base.yaml` and pass its folder "
+                              "(runs/audio/base/checkpoints/step-...) with --checkpoint.")
+    ema = (folder / "ema.safetensors").is_file()
+    model = load_pretrained(folder, cls=AudioDiffusion, device=device, use_ema=ema)
+    return model.eval()
+
+
+@torch.no_grad()
+def sample_segment(model, tokens, context, opts: Sampling, generator, use_notes: bool = True) -> torch.Tensor:
+    """One segment's mel (B, 128, 256) in [-1, 1]. tokens: (B, L) ids; context: (B, 128, 256)."""
+    dev = context.device
+    sigmas = karras_sigmas(opts.steps, opts.sigma_min, opts.sigma_max).to(dev)
+    den = guided_denoiser(model, tokens, context, opts.cfg_notes, opts.cfg_context, use_notes)
+    x = randn(context.shape, generator, device=dev) * sigmas[0]
+    out = sample(den, x, sigmas, method=opts.sampler, generator=generator, progress=False)
+    return out.clamp(-1, 1)
+
+
+def segments(model, token_rows, context: torch.Tensor, opts: Sampling, generator, use_notes=True):
+    """Yield segment mels (128, 256) one by one, each conditioned on its token row and on the previous
+    segment (the first on `context`, (128, 256))."""
+    dev = next(model.parameters()).device
+    ctx = context.to(dev)[None]
+    for row in token_rows:
+        tok = torch.as_tensor(row, dtype=torch.long, device=dev)[None]
+        mel = sample_segment(model, tok, ctx, opts, generator, use_notes)
+        yield mel[0]
+        ctx = mel
+
+
+@dataclass
+class Generated:
+    """A generated piece: the mel blocks (a list, or a one-shot iterator for streaming), audio that goes
+    before them unchanged (the start of a continuation), and where segments join (seconds)."""
+
+    blocks: object
+    prefix: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    prefix_mel: torch.Tensor | None = None      # mel of the prefix's last frames: vocoder warm-up
+    seams: list[float] = field(default_factory=list)
+    gl_iters: int = 32
+    _mel: torch.Tensor | None = None
+
+    @property
+    def mel(self) -> torch.Tensor:
+        """The generated mel (128, T) (materialises a streaming result)."""
+        if self._mel is None:
+            self._mel = torch.cat([b.cpu() for b in self.blocks], -1)
+            self.blocks = [self._mel]
+        return self._mel
+
+    def _audio_blocks(self):
+        yield self.prefix
+        gl = GriffinLim(n_iter=self.gl_iters)
+        if self.prefix_mel is None or self.prefix_mel.shape[-1] == 0:
+            yield from (a.numpy() for a in gl.stream(b.cpu() for b in self.blocks))
+            return
+        # vocode from inside the start so the continuation's phases grow out of the start's, then drop
+        # the warm-up frames: the start itself is written as given, sample for sample
+        skip = self.prefix_mel.shape[-1] * HOP
+        for a in gl.stream(_chain([self.prefix_mel.cpu()], (b.cpu() for b in self.blocks))):
+            a = a.numpy()
+            cut = min(skip, len(a))
+            skip -= cut
+            if cut < len(a):
+                yield a[cut:]
+
+    @property
+    def audio(self) -> np.ndarray:
+        """float32 audio at 16 kHz (prefix + vocoded mel)."""
+        self.mel  # noqa: B018  keep the blocks for later saves
+        return np.concatenate(list(self._audio_blocks())).astype(np.float32)
+
+    def save(self, path, spectrogram=None) -> Path:
+        """Write the WAV (streamed, atomically) and optionally a spectrogram PNG of the generated mel."""
+        if spectrogram is not None:
+            from .codec import write_spectrogram_png
+
+            mel = self.mel if self.prefix_mel is None else torch.cat([self.prefix_mel.cpu(), self.mel], -1)
+            write_spectrogram_png(spectrogram, mel, title=Path(path).name)
+        write_wav_stream(path, self._audio_blocks())
+        return Path(path)
+
+
+def _chain(*its):
+    for it in its:
+        yield from it
+
+
+def _opts(sampling, kw) -> Sampling:
+    opts = sampling or Sampling(**kw)
+    opts.check()
+    return opts
+
+
+def synth(midi, checkpoint=None, device="cpu", sampling: Sampling | None = None, model=None,
+          stream: bool = False, **kw) -> Generated:
+    """Render a MIDI file (or a list of `Note`s) to music. Keyword arguments set `Sampling` fields
+    (sampler, steps, cfg_notes, cfg_context, seed, gl_iters). With stream=True the segments are sampled
+    while the result is saved, in constant memory (`.save` once)."""
+    opts = _opts(sampling, kw)
+    notes = read_midi(midi) if not isinstance(midi, list) else midi
+    if not notes:
+        raise MidiError("no notes to synthesise; give a MIDI file with at least one note.")
+    model = model or load_model(checkpoint, device)
+    n = n_segments(notes)
+    rows = (pad_tokens([row], model.max_tokens)[0][0] for row in encode_segments(notes, n))
+    gen = torch.Generator(device=device).manual_seed(opts.seed)
+    silence = torch.full((N_MELS, SEGMENT_FRAMES), SILENCE)
+    blocks = segments(model, rows, silence, opts, gen)
+    result = Generated(blocks, seams=[SEGMENT_SECONDS * k for k in range(1, n)], gl_iters=opts.gl_iters)
+    if not stream:
+        result.mel  # noqa: B018  sample now
+    return result
+
+
+def continue_(start, seconds: float, notes=None, checkpoint=None, device="cpu", sampling: Sampling | None = None,
+              model=None, **kw) -> Generated:
+    """The start audio (a file or a float array at 16 kHz) followed by `seconds` of continuation. With
+    `notes` (a MIDI file or `Note`s, time 0 = the end of the start) the continuation plays them;
+    without, it continues freely from the start (notes dropped: the context-only model)."""
+    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"seconds must be a positive number of seconds to add, got {seconds!r}.")
+    opts = _opts(sampling, kw)
+    audio = load_audio(start) if not isinstance(start, np.ndarray) else np.asarray(start, np.float32)
+    mel = audio_to_mel(torch.from_numpy(audio))                          # (128, T)
+    if mel.shape[-1] == 0:
+        raise AudioError(f"{start if not isinstance(start, np.ndarray) else 'start audio'}: shorter than one "
+                         "20 ms frame; give a longer start.")
+    note_list = None
+    if notes is not None:
+        note_list = read_midi(notes) if not isinstance(notes, list) else notes
+    model = model or load_model(checkpoint, device)
+    n = math.ceil(seconds / SEGMENT_SECONDS - 1e-9)
+    if note_list:
+        rows = [pad_tokens([r], model.max_tokens)[0][0] for r in encode_segments(note_list, n)]
+    else:
+        rows = [np.array([VOCAB.tie, VOCAB.eos])] * n                  # ignored: the notes are dropped
+    context = torch.full((N_MELS, SEGMENT_FRAMES), SILENCE)
+    tail = mel[:, -SEGMENT_FRAMES:]
+    context[:, SEGMENT_FRAMES - tail.shape[-1]:] = tail
+    gen = torch.Generator(device=device).manual_seed(opts.seed)
+    blocks = segments(model, rows, context, opts, gen, use_notes=bool(note_list))
+    total = round(seconds * 16000 / HOP)
+    mel_out = torch.cat(list(blocks), -1)[:, :total]
+    t0 = len(audio) / 16000
+    return Generated([mel_out], prefix=audio, prefix_mel=mel[:, -min(mel.shape[-1], 100):],
+                     seams=[t0] + [t0 + SEGMENT_SECONDS * k for k in range(1, n) if SEGMENT_SECONDS * k < seconds],
+                     gl_iters=opts.gl_iters, _mel=mel_out)

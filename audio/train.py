@@ -1,0 +1,73 @@
+"""The training recipe: `polydiff train audio --config audio/configs/base.yaml [key=value ...]`.
+
+Builds the corpus subset the config names if it is not there yet (resumable, see `corpus.build_data`),
+then trains `AudioDiffusion` on its train split through the shared trainer (`core.train.fit`), with
+checkpoints, EMA and exact resume in `train.out_dir`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from polydiff.core.config import load_config
+from polydiff.core.train import TrainConfig, fit
+
+from .notes import VOCAB
+
+
+@dataclass
+class ModelConfig:
+    """Constructor arguments of `AudioDiffusion` (see audio/model.py)."""
+
+    dim: int = 256
+    depth: int = 4
+    heads: int = 4
+    patch: int = 8
+    cond_dim: int = 128
+    note_depth: int = 1
+    context_depth: int = 1
+    context_stride: int = 8
+    time_bin: int = 8
+    max_tokens: int = 256
+    sigma_data: float = 0.5
+    p_drop_notes: float = 0.1
+    p_drop_context: float = 0.1
+
+
+@dataclass
+class DataConfig:
+    cache: str = ".cache/audio_corpus"
+    max_pieces: int = 100           # music21 pieces (all splits) built into the cache if missing
+    max_seconds: float = 60.0       # each piece cut after this long
+    seed: int = 0                   # arrangement seed of the corpus
+
+
+@dataclass
+class AudioRun:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/audio"))
+    threads: int = 1                # torch CPU threads (1 is fastest for these small ops on a busy CPU)
+
+
+def trim_collate(items):
+    """Default collate, then cut the token rows to the longest real one in the batch (padding past it
+    would only cost attention)."""
+    mel, tokens, context = torch.utils.data.default_collate(items)
+    n = int((tokens != VOCAB.pad).sum(1).max().clamp(min=1))
+    return mel, tokens[:, :n].contiguous(), context
+
+
+def train(config_path=None, overrides=(), **_):
+    from .corpus import AudioSegments, build_data
+    from .model import AudioDiffusion, audio_loss
+
+    cfg = load_config(AudioRun, config_path, overrides)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    build_data(cfg.data.cache, max_pieces=cfg.data.max_pieces, seed=cfg.data.seed,
+               max_seconds=cfg.data.max_seconds)
+    data = AudioSegments(cfg.data.cache, "train", max_tokens=cfg.model.max_tokens)
+    model = AudioDiffusion(**asdict(cfg.model))
+    return fit(model, data, audio_loss, cfg.train, run_config=cfg, collate_fn=trim_collate)
