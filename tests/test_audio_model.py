@@ -1,0 +1,185 @@
+"""The audio model, its guidance, the training recipe and the synth / continue pipelines end to end.
+
+A tiny model is trained for a few steps by the shared trainer on segments made here (sine-synth audio of
+known notes), saved as a checkpoint, and driven through the notebook functions and the CLI."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+from polydiff.audio.baseline import sine_synth
+from polydiff.audio.codec import N_MELS, SEGMENT_FRAMES, audio_to_mel, write_wav
+from polydiff.audio.model import AudioDiffusion, audio_loss, denoiser, guided_denoiser, token_times
+from polydiff.audio.notes import VOCAB, Note, encode_segments, pad_tokens, write_midi
+from polydiff.audio.pipeline import SEGMENT_SECONDS, continue_, load_model, synth
+from polydiff.audio.plugin import cli
+from polydiff.audio.train import trim_collate
+from polydiff.core.train import TrainConfig, fit
+
+TINY = dict(dim=32, depth=1, heads=2, patch=16, cond_dim=32, note_depth=1, context_depth=1, context_stride=16,
+            max_tokens=64)
+FAST = ["--steps", "2"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tune(n_notes=12, program=0, base=60):
+    return [Note(0.4 * i, 0.4 * i + 0.35, base + (2 * i) % 12, 60 + 5 * (i % 4), program) for i in range(n_notes)]
+
+
+def segments_of(notes, seconds):
+    """(mel, tokens, context) triples of a piece, as AudioSegments yields them."""
+    mel = audio_to_mel(torch.from_numpy(sine_synth(notes, seconds)))
+    n = mel.shape[-1] // SEGMENT_FRAMES
+    mel = mel[:, : n * SEGMENT_FRAMES].reshape(N_MELS, n, SEGMENT_FRAMES).permute(1, 0, 2)
+    tokens = torch.from_numpy(pad_tokens(encode_segments(notes, n), 64)[0].astype(np.int64))
+    return [(mel[i], tokens[i], mel[i - 1] if i else torch.full_like(mel[0], -1.0)) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("audio_run")
+    data = segments_of(tune(26), 10.24) + segments_of(tune(26, program=40, base=55), 10.24)
+    cfg = TrainConfig(out_dir=str(out), steps=4, batch_size=4, lr=1e-3, warmup_steps=0, checkpoint_every=4,
+                      log_every=1, device="cpu")
+    result = fit(AudioDiffusion(**TINY), data, audio_loss, cfg, collate_fn=trim_collate)
+    assert all(np.isfinite(result.losses))
+    return result.checkpoint
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint):
+    return load_model(checkpoint)
+
+
+def test_checkpoint_rebuilds_the_trained_model_with_its_ema_weights(checkpoint, model):
+    import json
+
+    meta = json.loads((checkpoint / "config.json").read_text())
+    assert meta["class"] == "polydiff.audio.model:AudioDiffusion" and meta["config"]["dim"] == 32
+    from safetensors.torch import load_file
+
+    ema = load_file(str(checkpoint / "ema.safetensors"))
+    assert all(torch.equal(ema[k], v) for k, v in model.state_dict().items())
+
+
+def test_token_times_follow_the_time_tokens():
+    notes = [Note(0.0, 1.0, 60, 80), Note(1.37, 2.0, 64, 80), Note(4.0, 6.0, 67, 80)]
+    toks = torch.tensor(encode_segments(notes, 2)[0])[None]
+    times = token_times(toks, 8)[0]
+    pitch = (toks[0] >= VOCAB.pitch_offset) & (toks[0] < VOCAB.pitch_offset + 128)
+    # onsets at steps 0, 137, 400 and offsets at 100, 200 (the tie section is time 0): bins of 8 steps
+    assert times[pitch].tolist() == [0, 100 // 8, 137 // 8, 200 // 8, 400 // 8]
+
+
+def test_cfg_scales_of_one_are_the_conditional_model_and_others_follow_the_formula(model):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, N_MELS, SEGMENT_FRAMES, generator=g)
+    sigma = torch.tensor([0.7, 3.0])
+    tokens = torch.from_numpy(pad_tokens(encode_segments(tune(), 1) * 2, 64)[0].astype(np.int64))
+    context = torch.rand(2, N_MELS, SEGMENT_FRAMES, generator=g) * 2 - 1
+    D = denoiser(model)
+    on, off = torch.ones(2, dtype=torch.bool), torch.zeros(2, dtype=torch.bool)
+    with torch.no_grad():
+        d = {(n, c): D(x, sigma, tokens=tokens, context=context, use_notes=on if n else off,
+                       use_context=on if c else off) for n in (0, 1) for c in (0, 1)}
+        assert torch.equal(guided_denoiser(model, tokens, context, 1.0, 1.0)(x, sigma), d[1, 1])
+        two = guided_denoiser(model, tokens, context, 2.5, 1.5)(x, sigma)
+        ref = d[0, 0] + 1.5 * (d[0, 1] - d[0, 0]) + 2.5 * (d[1, 1] - d[0, 1])
+        torch.testing.assert_close(two, ref, atol=1e-5, rtol=1e-5)
+        notes_only = guided_denoiser(model, tokens, context, 3.0, 1.0)(x, sigma)
+        torch.testing.assert_close(notes_only, d[0, 1] + 3.0 * (d[1, 1] - d[0, 1]), atol=1e-5, rtol=1e-5)
+        free = guided_denoiser(model, tokens, context, 2.0, 2.0, use_notes=False)(x, sigma)
+        torch.testing.assert_close(free, d[0, 0] + 2.0 * (d[0, 1] - d[0, 0]), atol=1e-5, rtol=1e-5)
+        # a dropped condition is really gone: other notes / context change nothing
+        other = D(x, sigma, tokens=tokens.flip(0), context=-context, use_notes=off, use_context=off)
+        assert torch.equal(other, d[0, 0]) and not torch.equal(d[1, 1], d[0, 0])
+
+
+def test_synth_renders_every_segment_and_streams_the_same_audio(model, tmp_path):
+    notes = tune(16)                                                      # 6.35 s: two segments
+    whole = synth(notes, model=model, steps=2, gl_iters=2)
+    assert whole.mel.shape == (N_MELS, 2 * SEGMENT_FRAMES) and whole.seams == [SEGMENT_SECONDS]
+    assert whole.mel.min() >= -1 and whole.mel.max() <= 1
+    streamed = synth(notes, model=model, steps=2, gl_iters=2, stream=True)
+    streamed.save(tmp_path / "s.wav")
+    audio, sr = sf.read(tmp_path / "s.wav", dtype="float32")
+    assert sr == 16000 and len(audio) == 2 * SEGMENT_FRAMES * 320
+    np.testing.assert_allclose(audio, np.clip(whole.audio, -1, 1), atol=1 / 32000)
+
+
+def test_cli_synth_and_continue_end_to_end_keep_the_start_exactly(checkpoint, tmp_path):
+    mid = tmp_path / "tune.mid"
+    write_midi(tune(10), mid)
+    run = CliRunner().invoke
+    ck = ["--checkpoint", str(checkpoint), *FAST]
+    res = run(cli, ["synth", str(mid), "-o", str(tmp_path / "song.wav"), "--spectrogram",
+                    str(tmp_path / "song.png"), *ck])
+    assert res.exit_code == 0, res.output
+    song, _ = sf.read(tmp_path / "song.wav", dtype="int16")
+    assert len(song) == SEGMENT_FRAMES * 320 and (tmp_path / "song.png").stat().st_size > 1000
+    start = tmp_path / "start.wav"
+    write_wav(start, song[: 16000 * 3 + 123].astype(np.float32) / 32768)    # not a whole number of frames
+    for extra in ([], ["--notes", str(mid)]):
+        out = tmp_path / f"more{len(extra)}.wav"
+        res = run(cli, ["continue", str(start), "--seconds", "6", "-o", str(out), *extra, *ck])
+        assert res.exit_code == 0, res.output
+        given, _ = sf.read(start, dtype="int16")
+        more, _ = sf.read(out, dtype="int16")
+        assert len(more) == len(given) + 6 * 16000
+        assert np.array_equal(more[: len(given)], given)                   # the start, sample for sample
+        assert np.abs(more[len(given):].astype(float)).max() > 0           # and something after it
+
+
+def test_continue_with_notes_differs_from_free_continuation(model):
+    start = sine_synth(tune(8), 3.0)
+    free = continue_(start, 2.0, model=model, steps=2, gl_iters=2).mel
+    led = continue_(start, 2.0, notes=tune(6, base=48), model=model, steps=2, gl_iters=2).mel
+    assert free.shape == led.shape == (N_MELS, 100) and not torch.equal(free, led)
+
+
+@pytest.mark.parametrize("case", ["empty_midi", "text_midi", "empty_wav", "text_wav", "negative", "zero"])
+def test_bad_inputs_give_one_clear_error_and_no_file(checkpoint, tmp_path, case):
+    import pretty_midi
+
+    good_wav = tmp_path / "good.wav"
+    write_wav(good_wav, sine_synth(tune(4), 2.0))
+    out = tmp_path / "out.wav"
+    ck = ["-o", str(out), "--checkpoint", str(checkpoint), *FAST]
+    if case == "empty_midi":
+        path = tmp_path / "empty.mid"
+        pretty_midi.PrettyMIDI().write(str(path))
+        args, says = ["synth", str(path), *ck], "no notes"
+    elif case == "text_midi":
+        path = tmp_path / "song.mid"
+        path.write_text("these are not the notes you are looking for\n")
+        args, says = ["synth", str(path), *ck], "not a readable Standard MIDI File"
+    elif case == "empty_wav":
+        path = tmp_path / "start.wav"
+        path.write_bytes(b"")
+        args, says = ["continue", str(path), "--seconds", "2", *ck], "empty"
+    elif case == "text_wav":
+        path = tmp_path / "start.wav"
+        path.write_text("RIFF? no, just text\n" * 20)
+        args, says = ["continue", str(path), "--seconds", "2", *ck], "not a readable audio file"
+    else:
+        secs = "-3" if case == "negative" else "0"
+        args, says = ["continue", str(good_wav), "--seconds", secs, *ck], "positive number of seconds"
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 1 and says in res.output, res.output
+    assert "Traceback" not in res.output
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("out", ".out"))) == []
+
+
+def test_missing_checkpoint_says_how_to_train_one(tmp_path):
+    from polydiff.core.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="polydiff train audio"):
+        load_model(tmp_path)
