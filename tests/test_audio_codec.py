@@ -157,7 +157,7 @@ def test_streamed_griffin_lim_equals_the_whole_mel_whatever_the_blocking(tmp_pat
         assert len(parts) > 1                                                 # audio comes out early
         assert torch.equal(torch.cat(parts), whole)
     n = write_wav_stream(tmp_path / "s.wav", gl.stream([mel]))
-    back, sr = sf.read(tmp_path / "s.wav", dtype="float32")
+    back, _ = sf.read(tmp_path / "s.wav", dtype="float32")
     assert n == len(back) == mel.shape[1] * HOP and np.abs(back - whole.numpy()).max() <= 1 / 32000
     with pytest.raises(RuntimeError):                                         # a failing stream leaves no file
         write_wav_stream(tmp_path / "bad.wav", (_ for _ in ()).throw(RuntimeError("stop")))

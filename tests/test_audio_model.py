@@ -17,8 +17,8 @@ from polydiff.audio.plugin import cli
 from polydiff.audio.train import trim_collate
 from polydiff.core.train import TrainConfig, fit
 
-TINY = dict(dim=32, depth=1, heads=2, patch=16, cond_dim=32, note_depth=1, context_depth=1, context_stride=16,
-            max_tokens=64)
+TINY = {"dim": 32, "depth": 1, "heads": 2, "patch": 16, "cond_dim": 32, "note_depth": 1, "context_depth": 1,
+        "context_stride": 16, "max_tokens": 64}
 FAST = ["--steps", "2"]
 
 
