@@ -15,6 +15,12 @@ events, so a token's position in the sequence says nothing about when it sounds.
 embedding of the segment time it belongs to (the last `time` token before it, in bins of `time_bin`
 10-ms steps), which lets the mel patches find their notes by cross-attention from the first steps.
 
+Why a piano roll besides the tokens: with a few thousand CPU training steps, cross-attention alone does
+not learn to place notes in time. The same tokens are also decoded (`notes.decode_segments`) into a
+frame-aligned roll (B, 128 pitches, 256 frames: velocity / 127 on the two onset frames, half that while the
+note sounds), concatenated to the noisy mel as extra input channels (`roll=True`). It is part of the notes
+condition: where the notes are dropped, the roll is all zeros.
+
 The network is the whole checkpoint (`AudioDiffusion`, a `ModelMixin`); `denoiser(model)` wraps it in EDM
 preconditioning, the denoiser convention every sampler uses; `guided_denoiser` adds two-scale classifier-free guidance for sampling.
 """
@@ -29,7 +35,7 @@ from polydiff.core.precond import EDMPrecond
 from polydiff.core.transformer import DiT
 
 from .codec import N_MELS, SEGMENT_FRAMES
-from .notes import VOCAB
+from .notes import VOCAB, decode_segments
 
 SILENCE = -1.0                         # the codec's value of silence: the context of a first segment
 
@@ -53,6 +59,22 @@ def choose(cond: Condition, null: NullCondition, keep: torch.Tensor) -> Conditio
                      torch.where(k[:, None], cond.pooled, empty.pooled.to(cond.pooled.dtype)))
 
 
+def piano_roll(tokens: torch.Tensor, frames: int = SEGMENT_FRAMES) -> torch.Tensor:
+    """tokens (B, L) of single segments -> roll (B, 128, frames): for every decoded note, velocity / 127 on
+    its first two frames and half that until its offset (drums: the two onset frames at their key)."""
+    roll = torch.zeros(tokens.shape[0], 128, frames)
+    fps = frames / (VOCAB.segment_steps * 0.01)
+    for b, row in enumerate(tokens.tolist()):
+        for n in decode_segments([row]):
+            on = min(int(round(n.onset * fps)), frames - 1)
+            off = max(min(int(round(n.offset * fps)), frames), on + 1)
+            v = n.velocity / 127
+            if not n.is_drum:
+                roll[b, n.pitch, on:off] = torch.maximum(roll[b, n.pitch, on:off], torch.tensor(v / 2))
+            roll[b, n.pitch, on:on + 2] = v
+    return roll.to(tokens.device)
+
+
 def token_times(ids: torch.Tensor, time_bin: int) -> torch.Tensor:
     """ids (B, L) -> (B, L) time bin of each token: the last `time t` token at or before it, // time_bin
     (the tie section, before any time token, is time 0)."""
@@ -72,20 +94,23 @@ class AudioDiffusion(ModelMixin):
     def __init__(self, n_mels: int = N_MELS, frames: int = SEGMENT_FRAMES, dim: int = 256, depth: int = 4,
                  heads: int = 4, patch: int = 4, cond_dim: int = 128, note_depth: int = 2,
                  context_depth: int = 1, context_stride: int = 8, time_bin: int = 8, max_tokens: int = 256,
-                 sigma_data: float = 0.5, p_drop_notes: float = 0.1, p_drop_context: float = 0.1):
+                 sigma_data: float = 0.5, p_drop_notes: float = 0.1, p_drop_context: float = 0.1,
+                 roll: bool = True):
         super().__init__()
         self.n_mels, self.frames, self.max_tokens, self.time_bin = n_mels, frames, max_tokens, time_bin
         self.sigma_data, self.p_drop_notes, self.p_drop_context = sigma_data, p_drop_notes, p_drop_context
+        self.use_roll = roll
         n_time_bins = VOCAB.n_time // time_bin + 1
         self.notes = TokenConditioner([VOCAB.size, n_time_bins], cond_dim, depth=note_depth, heads=heads,
                                       pad_id=VOCAB.pad)
         self.context = FrameConditioner(n_mels, cond_dim, depth=context_depth, heads=heads, stride=context_stride)
         self.null_notes = NullCondition(cond_dim)
         self.null_context = NullCondition(cond_dim)
-        self.net = DiT(n_mels, dim=dim, depth=depth, heads=heads, patch_size=patch, cond_dim=cond_dim,
+        self.net = DiT(n_mels + (128 if roll else 0), out_channels=n_mels, dim=dim, depth=depth, heads=heads, patch_size=patch, cond_dim=cond_dim,
                        pooled_dim=2 * cond_dim)
 
-    def condition(self, tokens, context, use_notes=None, use_context=None) -> Condition:
+    def condition(self, tokens, context, use_notes=None, use_context=None) -> tuple[Condition, torch.Tensor | None]:
+        """The cross-attention condition (notes, then context) and the notes' roll (B, 128, frames) or None."""
         b = context.shape[0]
         ones = torch.ones(b, dtype=torch.bool, device=context.device)
         use_notes = ones if use_notes is None else use_notes.bool()
@@ -94,10 +119,19 @@ class AudioDiffusion(ModelMixin):
         ids = torch.stack([tokens, token_times(tokens, self.time_bin)], -1)       # (B, L, 2)
         notes = choose(self.notes(ids), self.null_notes, use_notes)
         ctx = choose(self.context(context), self.null_context, use_context)
-        return join(notes, ctx)
+        roll = None
+        if self.use_roll:
+            roll = piano_roll(tokens, self.frames).to(context.dtype) * use_notes[:, None, None].to(context.dtype)
+        return join(notes, ctx), roll
+
+    def denoise(self, x, c_noise, cond: Condition, roll=None):
+        """The DiT on the noisy mel (B, 128, T) with the roll as extra channels."""
+        if self.use_roll:
+            x = torch.cat([x, roll.to(x.dtype)], 1)
+        return self.net(x, c_noise, cond=cond)
 
     def forward(self, x, c_noise, tokens, context, use_notes=None, use_context=None):
-        return self.net(x, c_noise, cond=self.condition(tokens, context, use_notes, use_context))
+        return self.denoise(x, c_noise, *self.condition(tokens, context, use_notes, use_context))
 
 
 def denoiser(model: AudioDiffusion) -> EDMPrecond:
@@ -139,10 +173,15 @@ def guided_denoiser(model: AudioDiffusion, tokens, context, cfg_notes: float = 1
     else:
         passes, scale = [(on, on), (off, on), (off, off)], None
     with torch.no_grad():
-        conds = Condition.cat([model.condition(tokens, context, n, c) for n, c in passes])   # (len(passes) B)
+        both = [model.condition(tokens, context, n, c) for n, c in passes]
+    conds = Condition.cat([c for c, _ in both])                                  # (len(passes) B)
+    rolls = torch.cat([r for _, r in both]) if model.use_roll else None
     rows = [torch.arange(i * b, (i + 1) * b, device=context.device) for i in range(len(passes))]
-    den = EDMPrecond(lambda x, c_noise, rows: model.net(x, c_noise, cond=conds.select(rows)),
-                     sigma_data=model.sigma_data)
+
+    def net(x, c_noise, rows):
+        return model.denoise(x, c_noise, conds.select(rows), None if rolls is None else rolls[rows])
+
+    den = EDMPrecond(net, sigma_data=model.sigma_data)
     if len(passes) == 1:
         return lambda x, sigma: den(x, sigma, rows=rows[0])
     if len(passes) == 2:

@@ -33,6 +33,7 @@ class ModelConfig:
     sigma_data: float = 0.5
     p_drop_notes: float = 0.1
     p_drop_context: float = 0.1
+    roll: bool = True               # the notes' piano roll as extra input channels (see audio/model.py)
 
 
 @dataclass

@@ -30,6 +30,38 @@ from polydiff.audio.notes import read_midi
 SEGMENT_SECONDS = SEGMENT_FRAMES / 50
 
 
+COLS = ["mel_l1", "lsd_db", "mr_stft", "chroma_cos", "onset_f1", "seam_ratio", "vel_loud_r"]
+
+
+def test_pieces(cache: Path, n_pieces: int, seconds: float):
+    """[(meta, reference audio (first `seconds`), notes starting before `seconds`)] of held-out test
+    pieces, built into `cache` if missing (the first test-split music21 pieces at least that long)."""
+    ids = [i for i in corpus_piece_ids() if split_of(i) == "test"][: n_pieces + 3]
+    index = build_data(cache, piece_ids=ids, seed=0, max_seconds=max(22.0, seconds + 2), splits=("test",))
+    pieces = [p for p in index["pieces"] if p["seconds"] >= seconds][:n_pieces]
+    n = int(seconds * SAMPLE_RATE)
+    out = []
+    for p in pieces:
+        key = cache / "pieces" / p["key"]
+        notes = [x for x in read_midi(f"{key}.mid") if x.onset < seconds]
+        out.append((p, load_audio(f"{key}.flac")[:n], notes))
+    return out
+
+
+def seam_times(seconds: float, start: float = 0.0) -> list[float]:
+    """Segment joins (s) inside a stretch of audio, at least half a second from its end."""
+    return [start + SEGMENT_SECONDS * k for k in range(1, int(seconds / SEGMENT_SECONDS) + 1)
+            if start + SEGMENT_SECONDS * k < start + seconds - 0.5]
+
+
+def print_table(rows: dict, cols=COLS, width: int = 24) -> None:
+    print(f"| {'system':<{width}} | " + " | ".join(f"{c:>10}" for c in cols) + " |")
+    print("|" + "-" * (width + 2) + "|" + "|".join("-" * 12 for _ in cols) + "|")
+    for name, ms in rows.items():
+        vals = [np.nanmean([m.get(c, np.nan) for m in ms]) for c in cols]
+        print(f"| {name:<{width}} | " + " | ".join(f"{v:>10.3f}" for v in vals) + " |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pieces", type=int, default=3)
@@ -40,19 +72,12 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    ids = [i for i in corpus_piece_ids() if split_of(i) == "test"][: args.pieces + 3]
-    index = build_data(args.cache, piece_ids=ids, seed=0, max_seconds=args.seconds + 2, splits=("test",))
-    pieces = [p for p in index["pieces"] if p["seconds"] >= args.seconds][: args.pieces]
-    n = int(args.seconds * SAMPLE_RATE)
-    seams = [SEGMENT_SECONDS * k for k in range(1, int(args.seconds / SEGMENT_SECONDS) + 1)
-             if SEGMENT_SECONDS * k < args.seconds - 0.5]
+    pieces = test_pieces(args.cache, args.pieces, args.seconds)
+    seams = seam_times(args.seconds)
     rows: dict[str, list[dict]] = {}
     gl = GriffinLim(n_iter=args.gl_iters)
     gl_time = 0.0
-    for p in pieces:
-        key = args.cache / "pieces" / p["key"]
-        ref = load_audio(f"{key}.flac")[:n]
-        notes = [x for x in read_midi(f"{key}.mid") if x.onset < args.seconds]
+    for p, ref, notes in pieces:
         mel = audio_to_mel(ref)
         t = time.perf_counter()
         whole = gl.mel_to_audio(mel).numpy()
@@ -65,14 +90,9 @@ def main():
         print(f"  {p['id']}: {p['family']}, programs {p['programs']}, tempo x{p['tempo_factor']:.2f}, "
               f"transpose {p['transpose']:+d}, drums {p.get('drums', False)}", flush=True)
 
-    cols = ["mel_l1", "lsd_db", "mr_stft", "chroma_cos", "onset_f1", "seam_ratio", "vel_loud_r"]
     print(f"\n{len(pieces)} held-out test pieces x {args.seconds:.0f} s; means over pieces "
           "(lower is better for the first three)")
-    print(f"| {'system':<24} | " + " | ".join(f"{c:>10}" for c in cols) + " |")
-    print("|" + "-" * 26 + "|" + "|".join("-" * 12 for _ in cols) + "|")
-    for name, ms in rows.items():
-        vals = [np.nanmean([m[c] for m in ms]) for c in cols]
-        print(f"| {name:<24} | " + " | ".join(f"{v:>10.3f}" for v in vals) + " |")
+    print_table(rows)
     secs = len(pieces) * args.seconds
     print(f"\nGriffin-Lim ({args.gl_iters} iterations, {args.threads} thread): {gl_time:.1f} s for {secs:.0f} s "
           f"of audio, real-time factor {gl_time / secs:.3f}")

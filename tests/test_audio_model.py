@@ -183,3 +183,19 @@ def test_missing_checkpoint_says_how_to_train_one(tmp_path):
 
     with pytest.raises(CheckpointError, match="polydiff train audio"):
         load_model(tmp_path)
+
+
+def test_piano_roll_marks_each_note_at_its_pitch_and_frames():
+    from polydiff.audio.model import piano_roll
+
+    notes = [Note(0.0, 1.0, 60, 127), Note(1.0, 1.5, 64, 64), Note(4.9, 7.0, 67, 127), Note(2.0, 2.1, 38, 100, 0, True)]
+    rows = encode_segments(notes, 2)
+    roll = piano_roll(torch.from_numpy(pad_tokens(rows, 64)[0].astype(np.int64)))    # (2, 128, 256)
+    on = roll > 0
+    assert on[0].any(1).nonzero().flatten().tolist() == [38, 60, 64, 67]
+    assert on[0, 60].nonzero().flatten().tolist() == list(range(0, 50))              # 0-1 s at 50 frames/s
+    assert on[0, 67].nonzero().flatten().tolist() == list(range(245, 256))           # crosses the boundary
+    assert on[1, 67].nonzero().flatten().tolist() == list(range(0, 94))              # tied into segment 2
+    assert on[0, 38].nonzero().flatten().tolist() == [100, 101]                      # a drum: its onset
+    assert roll[0, 60, 0] > roll[0, 60, 10] > 0                                       # onsets stand out
+    assert roll[0, 60, 0] > roll[0, 64, 50]                                           # louder is larger

@@ -1,0 +1,164 @@
+"""The audio model against ground truth on held-out test pieces, beside the codec ceiling and the sine
+baseline; continuation with and without notes; a tune from outside the corpus; speed.
+
+Ground truth is the FluidSynth render of the piece's notes (test split: never seen in training).
+Rows (means over pieces, first SECONDS of each):
+  codec ceiling      ground-truth mel -> Griffin-Lim (what any mel model can reach with this vocoder)
+  sine baseline      additive sine synth of the notes
+  synth              the model, every segment from its notes and the previous generated segment
+  continue + notes   the first segment is given (the real render); the rest follows the notes
+  continue free      the same without notes (context only): expected to drift from the reference
+Continuation rows are scored on the continued part only, with the seam ratio at its joins (the start
+join and the segment joins); `ground truth` rows give the reference's own seam ratio at the same joins,
+which is what a seamless system should match (a note onset that falls on a join counts as a seam).
+
+Out of corpus: a flute + cello tune written here (polydiff.audio.demo) is synthesised; reported are its
+chroma cosine against the FluidSynth render and the share of chroma energy in the tune's 6 pitch
+classes (0.5 by chance; the render's own share beside it).
+
+Speed (one run, this machine): real-time factor of `synth` at default settings (sampling + vocoding,
+seconds per second of audio), and the time of one segment sampled by 1000-step DDPM over the same model
+and guidance against the default sampler.
+
+    .venv/bin/python benchmarks/audio_eval.py --checkpoint audio/checkpoints/base --pieces 3 --seconds 15.36
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from audio_ceiling import print_table, seam_times, test_pieces
+from polydiff.audio.baseline import sine_synth
+from polydiff.audio.codec import SAMPLE_RATE, SEGMENT_FRAMES, GriffinLim, audio_to_mel
+from polydiff.audio.metrics import all_metrics
+from polydiff.audio.notes import Note
+from polydiff.audio.pipeline import SEGMENT_SECONDS, Sampling, continue_, load_model, synth
+
+
+def shift(notes: list[Note], t0: float, end: float) -> list[Note]:
+    """Notes sounding in [t0, end), moved so that t0 is time 0 (cut at both ends)."""
+    out = []
+    for n in notes:
+        on, off = max(n.onset, t0) - t0, min(n.offset, end) - t0
+        if off > on + 0.01 and n.onset < end:
+            out.append(Note(on, off, n.pitch, n.velocity, n.program, n.is_drum))
+    return out
+
+
+def chroma_share(audio, pitch_classes) -> float:
+    import librosa
+
+    c = librosa.feature.chroma_stft(y=np.asarray(audio, np.float32), sr=SAMPLE_RATE, n_fft=2048, hop_length=320,
+                                    norm=None)
+    return float(c[sorted(pitch_classes)].sum() / max(c.sum(), 1e-12))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", type=Path, default=None, help="model folder [default: the shipped one]")
+    ap.add_argument("--pieces", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=15.36, help="seconds of each piece (3 segments)")
+    ap.add_argument("--cache", type=Path, default=Path(".cache/audio_bench_test"))
+    ap.add_argument("--steps", type=int, default=Sampling.steps)
+    ap.add_argument("--sampler", default=Sampling.sampler)
+    ap.add_argument("--cfg-notes", type=float, default=Sampling.cfg_notes)
+    ap.add_argument("--cfg-context", type=float, default=Sampling.cfg_context)
+    ap.add_argument("--ddpm-steps", type=int, default=1000, help="0 skips the DDPM speed comparison")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    opts = Sampling(sampler=args.sampler, steps=args.steps, cfg_notes=args.cfg_notes, cfg_context=args.cfg_context)
+    model = load_model(args.checkpoint)
+    print(f"model: {args.checkpoint or 'shipped'}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M "
+          f"parameters; sampling {opts}")
+
+    pieces = test_pieces(args.cache, args.pieces, args.seconds)
+    seams = seam_times(args.seconds)
+    rows: dict[str, list[dict]] = {}
+    cont: dict[str, list[dict]] = {}
+    gl = GriffinLim(n_iter=opts.gl_iters)
+    synth_time, synth_secs = 0.0, 0.0
+    for p, ref, notes in pieces:
+        print(f"  {p['id']}: {p['family']}, programs {p['programs']}, drums {p.get('drums', False)}", flush=True)
+        t = time.perf_counter()
+        song = synth(shift(notes, 0.0, args.seconds), model=model, sampling=opts).audio
+        synth_time += time.perf_counter() - t
+        synth_secs += len(song) / SAMPLE_RATE
+        for name, audio in ((f"codec ceiling (GL {opts.gl_iters})", gl.mel_to_audio(audio_to_mel(ref)).numpy()),
+                            ("sine baseline", sine_synth(notes, args.seconds)), ("synth (model)", song)):
+            rows.setdefault(name, []).append(all_metrics(audio[: len(ref)], ref, notes, seams))
+        # continuation: the real first segment, then the model
+        n0 = SEGMENT_FRAMES * 320
+        start, rest, more = ref[:n0], ref[n0:], args.seconds - SEGMENT_SECONDS
+        joins = seams                       # the start join (5.12 s) and the segment joins after it
+        later = shift(notes, SEGMENT_SECONDS, args.seconds)
+        for name, kw in (("continue + notes", {"notes": later}), ("continue free", {})):
+            out = continue_(start, more, model=model, sampling=opts, **kw).audio
+            m = all_metrics(out[n0:][: len(rest)], rest, later)
+            m["seam_ratio"] = all_metrics(out, ref, seam_times=joins)["seam_ratio"]
+            cont.setdefault(name, []).append(m)
+        cont.setdefault("ground truth (same joins)", []).append(
+            {"seam_ratio": all_metrics(ref, ref, seam_times=joins)["seam_ratio"]})
+        rows.setdefault("ground truth (same joins)", []).append(
+            {"seam_ratio": all_metrics(ref, ref, seam_times=seams)["seam_ratio"]})
+
+    print(f"\n{len(pieces)} held-out test pieces x {args.seconds:.2f} s (synth: whole piece; continue: "
+          f"the {args.seconds - SEGMENT_SECONDS:.2f} s after the real first segment); means over pieces; "
+          "lower is better for the first three")
+    print_table(rows, width=26)
+    print()
+    print_table(cont, width=26)
+
+    # a tune from outside the corpus
+    from polydiff.audio.corpus import render_midi
+    from polydiff.audio.demo import demo_notes
+    from polydiff.audio.notes import write_midi
+
+    tune = demo_notes()
+    tmp = Path(".cache/audio_eval_tune.mid")
+    write_midi(tune, tmp)
+    fs = render_midi(tmp)
+    ours = synth(tune, model=model, sampling=opts).audio[: len(fs)]
+    pcs = {n.pitch % 12 for n in tune}
+    from polydiff.audio.metrics import chroma_cosine
+
+    print(f"\nout-of-corpus tune ({len(tune)} notes, pitch classes {sorted(pcs)}): chroma cosine vs FluidSynth "
+          f"{chroma_cosine(ours, fs):.3f} (sine baseline {chroma_cosine(sine_synth(tune, len(fs) / SAMPLE_RATE), fs):.3f}); "
+          f"chroma energy in the tune's pitch classes {chroma_share(ours, pcs):.3f} "
+          f"(FluidSynth {chroma_share(fs, pcs):.3f}, chance {len(pcs) / 12:.3f})")
+
+    # speed
+    rtf = synth_time / synth_secs
+    print(f"\nspeed ({args.threads} thread, default settings, {opts.steps} {opts.sampler} steps, "
+          f"cfg notes {opts.cfg_notes}): synth real-time factor {rtf:.3f} "
+          f"({synth_time:.1f} s for {synth_secs:.1f} s of audio, Griffin-Lim {opts.gl_iters} iterations included)")
+    if args.ddpm_steps:
+        from polydiff.audio.pipeline import sample_segment
+
+        notes = shift(pieces[0][2], 0.0, SEGMENT_SECONDS)
+        from polydiff.audio.notes import encode_segments, pad_tokens
+
+        tok = torch.from_numpy(pad_tokens(encode_segments(notes, 1), model.max_tokens)[0].astype(np.int64))
+        ctx = torch.full((1, 128, SEGMENT_FRAMES), -1.0)
+        timings = {}
+        for name, o in (("default", opts), ("ddpm", Sampling(sampler="ddpm", steps=args.ddpm_steps,
+                                                             cfg_notes=opts.cfg_notes, cfg_context=opts.cfg_context))):
+            gen = torch.Generator().manual_seed(0)
+            t = time.perf_counter()
+            sample_segment(model, tok, ctx, o, gen)
+            timings[name] = time.perf_counter() - t
+        print(f"one segment ({SEGMENT_SECONDS} s), sampling only: {opts.sampler} {opts.steps} steps "
+              f"{timings['default']:.2f} s (RTF {timings['default'] / SEGMENT_SECONDS:.3f}), {args.ddpm_steps}-step "
+              f"DDPM {timings['ddpm']:.1f} s (RTF {timings['ddpm'] / SEGMENT_SECONDS:.2f}): "
+              f"{timings['ddpm'] / timings['default']:.0f}x faster")
+
+
+if __name__ == "__main__":
+    main()
