@@ -66,8 +66,8 @@ def piano_roll(tokens: torch.Tensor, frames: int = SEGMENT_FRAMES) -> torch.Tens
     fps = frames / (VOCAB.segment_steps * 0.01)
     for b, row in enumerate(tokens.tolist()):
         for n in decode_segments([row]):
-            on = min(int(round(n.onset * fps)), frames - 1)
-            off = max(min(int(round(n.offset * fps)), frames), on + 1)
+            on = min(round(n.onset * fps), frames - 1)
+            off = max(min(round(n.offset * fps), frames), on + 1)
             v = n.velocity / 127
             if not n.is_drum:
                 roll[b, n.pitch, on:off] = torch.maximum(roll[b, n.pitch, on:off], torch.tensor(v / 2))

@@ -193,9 +193,9 @@ def test_piano_roll_marks_each_note_at_its_pitch_and_frames():
     roll = piano_roll(torch.from_numpy(pad_tokens(rows, 64)[0].astype(np.int64)))    # (2, 128, 256)
     on = roll > 0
     assert on[0].any(1).nonzero().flatten().tolist() == [38, 60, 64, 67]
-    assert on[0, 60].nonzero().flatten().tolist() == list(range(0, 50))              # 0-1 s at 50 frames/s
+    assert on[0, 60].nonzero().flatten().tolist() == list(range(50))              # 0-1 s at 50 frames/s
     assert on[0, 67].nonzero().flatten().tolist() == list(range(245, 256))           # crosses the boundary
-    assert on[1, 67].nonzero().flatten().tolist() == list(range(0, 94))              # tied into segment 2
+    assert on[1, 67].nonzero().flatten().tolist() == list(range(94))              # tied into segment 2
     assert on[0, 38].nonzero().flatten().tolist() == [100, 101]                      # a drum: its onset
     assert roll[0, 60, 0] > roll[0, 60, 10] > 0                                       # onsets stand out
     assert roll[0, 60, 0] > roll[0, 64, 50]                                           # louder is larger
