@@ -135,7 +135,7 @@ def check_fps(fps) -> float:
 def resample(joints: np.ndarray, fps_in: float, fps_out: float) -> np.ndarray:
     """Linear resampling in time of (N, T, 22, 3) joints; the duration T / fps_in is kept."""
     n, t = joints.shape[:2]
-    t_out = max(1, int(round(t * fps_out / fps_in)))
+    t_out = max(1, round(t * fps_out / fps_in))
     src = np.arange(t) / fps_in
     dst = np.minimum(np.arange(t_out) / fps_out, src[-1])
     flat = joints.reshape(n, t, -1)
@@ -170,7 +170,7 @@ def _check_prompt(prompt) -> str:
 def _frames(seconds, fps: float) -> int:
     if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds <= 0:
         raise MotionError(f"the duration must be a positive number of seconds, got {seconds!r}")
-    return max(1, int(round(seconds * fps)))
+    return max(1, round(seconds * fps))
 
 
 def guided_denoiser(model: MotionDenoiser, prompts: list[str], cfg: float):
@@ -227,6 +227,21 @@ def generate(prompt: str, seconds: float = 6.0, *, num_samples: int = 1, seed: i
                              cfg=cfg, fps=fps, checkpoint=model)
     x = sample_window(model, [prompt] * num_samples, frames, gens, opts)
     return _result(model, x, [prompt] * num_samples, fps)
+
+
+def generate_batch(prompts: list[str], seconds: float = 6.0, *, seed: int = 0, sampler: str = "dpmpp_2m",
+                   steps: int = 20, cfg: float = 2.5, fps: float | None = None, checkpoint=None,
+                   device="cpu") -> list[Motion]:
+    """One motion per prompt, all `seconds` long (at most 9.8 s), drawn in one batch; sample i uses the
+    generator seeded (seed, i)."""
+    prompts = [_check_prompt(p) for p in prompts]
+    model, gens, opts = _setup(checkpoint, device, seed, len(prompts), SamplerOptions(sampler, steps, cfg))
+    frames = _frames(seconds, model.fps)
+    if frames > MAX_FRAMES:
+        raise MotionError(f"generate_batch draws one window of at most {MAX_FRAMES / model.fps:g} s; "
+                          "use generate for longer motions")
+    m = _result(model, sample_window(model, prompts, frames, gens, opts), prompts, fps)
+    return [Motion(m.features[i:i + 1], m.joints[i:i + 1], m.fps, [p], m.export_fps) for i, p in enumerate(prompts)]
 
 
 # ---------------------------------------------------------------- editing

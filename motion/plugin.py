@@ -200,10 +200,17 @@ def _train(config_path, overrides=(), **opts):
     return train(config_path, overrides, **opts)
 
 
+def _demo(folder, device="cpu", seed=0):
+    from .demo import demo
+
+    return demo(folder, device=device, seed=seed)
+
+
 plugin = Plugin(
     name="motion",
     help="Animate the 22-joint SMPL/HumanML3D skeleton from a sentence; edit and export (BVH, glTF).",
     cli=cli,
     checkpoints=lambda: find_checkpoints(CHECKPOINTS),
     train=_train,
+    demo=_demo,
 )
