@@ -6,12 +6,15 @@ on a 2-core CPU (two 5.12 s segments synthesised, one continued).
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
 from polydiff.core.report import Artifact
 
 from .notes import Note, write_midi
+
+log = logging.getLogger("polydiff.audio")
 
 # a two-bar phrase for flute over a string bass line, in C major, 100 bpm (0.6 s a beat)
 MELODY = [72, 74, 76, 77, 79, 77, 76, 74, 72, 76, 79, 84, 79, 76, 72, 72]
@@ -27,8 +30,12 @@ def demo_notes(beat: float = 0.6) -> list[Note]:
 
 def demo(folder, device="cpu", seed: int = 0, checkpoint=None) -> list[Artifact]:
     from .corpus import SOUNDFONT, render_midi
-    from .pipeline import continue_, load_model, synth
+    from .pipeline import DEFAULT_CHECKPOINT, continue_, load_model, synth
 
+    if checkpoint is None and not (DEFAULT_CHECKPOINT / "config.json").is_file():
+        log.warning("audio demo skipped: no shipped checkpoint at %s (train one with `polydiff train audio "
+                    "--config audio/configs/base.yaml`)", DEFAULT_CHECKPOINT)
+        return []
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model = load_model(checkpoint, device)

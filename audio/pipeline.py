@@ -66,13 +66,15 @@ class Sampling:
 
 def load_model(checkpoint=None, device="cpu") -> AudioDiffusion:
     """The audio model of a checkpoint folder (the shipped one by default), EMA weights when present."""
+    from polydiff.core.runtime import resolve_device
+
     folder = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"{folder}: no audio checkpoint here (config.json missing). Train one with "
                               "`polydiff train audio --config audio/configs/base.yaml` and pass its folder "
                               "(runs/audio/base/checkpoints/step-...) with --checkpoint.")
     ema = (folder / "ema.safetensors").is_file()
-    model = load_pretrained(folder, cls=AudioDiffusion, device=device, use_ema=ema)
+    model = load_pretrained(folder, cls=AudioDiffusion, device=resolve_device(device), use_ema=ema)
     return model.eval()
 
 
@@ -175,7 +177,7 @@ def synth(midi, checkpoint=None, device="cpu", sampling: Sampling | None = None,
     model = model or load_model(checkpoint, device)
     n = n_segments(notes)
     rows = (pad_tokens([row], model.max_tokens)[0][0] for row in encode_segments(notes, n))
-    gen = torch.Generator(device=device).manual_seed(opts.seed)
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(opts.seed)
     silence = torch.full((N_MELS, SEGMENT_FRAMES), SILENCE)
     blocks = segments(model, rows, silence, opts, gen)
     result = Generated(blocks, seams=[SEGMENT_SECONDS * k for k in range(1, n)], gl_iters=opts.gl_iters)
@@ -209,7 +211,7 @@ def continue_(start, seconds: float, notes=None, checkpoint=None, device="cpu", 
     context = torch.full((N_MELS, SEGMENT_FRAMES), SILENCE)
     tail = mel[:, -SEGMENT_FRAMES:]
     context[:, SEGMENT_FRAMES - tail.shape[-1]:] = tail
-    gen = torch.Generator(device=device).manual_seed(opts.seed)
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(opts.seed)
     blocks = segments(model, rows, context, opts, gen, use_notes=bool(note_list))
     total = round(seconds * 16000 / HOP)
     mel_out = torch.cat(list(blocks), -1)[:, :total]

@@ -72,3 +72,25 @@ def train(config_path=None, overrides=(), **_):
     data = AudioSegments(cfg.data.cache, "train", max_tokens=cfg.model.max_tokens)
     model = AudioDiffusion(**asdict(cfg.model))
     return fit(model, data, audio_loss, cfg.train, run_config=cfg, collate_fn=trim_collate)
+
+
+def export(run_checkpoint, dest, half: bool = True):
+    """A training checkpoint's EMA weights as a package checkpoint folder (config.json + model.safetensors,
+    float16 by default to halve the size; loading casts back to the model's float32)."""
+    from pathlib import Path
+
+    from polydiff.core.checkpoint import load_pretrained, save_pretrained
+    from safetensors.torch import save_file
+
+    from .model import AudioDiffusion
+
+    run_checkpoint, dest = Path(run_checkpoint), Path(dest)
+    model = load_pretrained(run_checkpoint, cls=AudioDiffusion, use_ema=True)
+    step = int(run_checkpoint.name.split("-")[-1]) if run_checkpoint.name.startswith("step-") else None
+    save_pretrained(model, dest, train_step=step, weights="ema, float16" if half else "ema, float32",
+                    recipe="polydiff train audio --config audio/configs/base.yaml")
+    if half:
+        state = {k: v.detach().half().contiguous() if v.is_floating_point() else v.contiguous()
+                 for k, v in model.state_dict().items()}
+        save_file(state, str(dest / "model.safetensors"))
+    return dest

@@ -199,3 +199,12 @@ def test_piano_roll_marks_each_note_at_its_pitch_and_frames():
     assert on[0, 38].nonzero().flatten().tolist() == [100, 101]                      # a drum: its onset
     assert roll[0, 60, 0] > roll[0, 60, 10] > 0                                       # onsets stand out
     assert roll[0, 60, 0] > roll[0, 64, 50]                                           # louder is larger
+
+
+def test_export_ships_the_ema_weights_in_half_precision(checkpoint, model, tmp_path):
+    from polydiff.audio.train import export
+
+    shipped = load_model(export(checkpoint, tmp_path / "base"))
+    assert (tmp_path / "base" / "model.safetensors").stat().st_size < 0.6 * (checkpoint / "ema.safetensors").stat().st_size
+    for (k, a), b in zip(model.state_dict().items(), shipped.state_dict().values()):
+        assert b.dtype == a.dtype and torch.allclose(a, b, rtol=1e-3, atol=1e-4), k
