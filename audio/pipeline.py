@@ -186,11 +186,21 @@ def synth(midi, checkpoint=None, device="cpu", sampling: Sampling | None = None,
     return result
 
 
+def _first_frames(blocks, total: int):
+    """The blocks (128, t) cut after `total` frames."""
+    for b in blocks:
+        if total <= 0:
+            return
+        yield b[:, :total]
+        total -= b.shape[-1]
+
+
 def continue_(start, seconds: float, notes=None, checkpoint=None, device="cpu", sampling: Sampling | None = None,
-              model=None, **kw) -> Generated:
+              model=None, stream: bool = False, **kw) -> Generated:
     """The start audio (a file or a float array at 16 kHz) followed by `seconds` of continuation. With
     `notes` (a MIDI file or `Note`s, time 0 = the end of the start) the continuation plays them;
-    without, it continues freely from the start (notes dropped: the context-only model)."""
+    without, it continues freely from the start (notes dropped: the context-only model). stream=True as
+    for `synth`."""
     if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"seconds must be a positive number of seconds to add, got {seconds!r}.")
     opts = _opts(sampling, kw)
@@ -207,15 +217,16 @@ def continue_(start, seconds: float, notes=None, checkpoint=None, device="cpu", 
     if note_list:
         rows = [pad_tokens([r], model.max_tokens)[0][0] for r in encode_segments(note_list, n)]
     else:
-        rows = [np.array([VOCAB.tie, VOCAB.eos])] * n                  # ignored: the notes are dropped
+        rows = (np.array([VOCAB.tie, VOCAB.eos]) for _ in range(n))     # ignored: the notes are dropped
     context = torch.full((N_MELS, SEGMENT_FRAMES), SILENCE)
     tail = mel[:, -SEGMENT_FRAMES:]
     context[:, SEGMENT_FRAMES - tail.shape[-1]:] = tail
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(opts.seed)
     blocks = segments(model, rows, context, opts, gen, use_notes=bool(note_list))
-    total = round(seconds * 16000 / HOP)
-    mel_out = torch.cat(list(blocks), -1)[:, :total]
     t0 = len(audio) / 16000
-    return Generated([mel_out], prefix=audio, prefix_mel=mel[:, -min(mel.shape[-1], 100):],
-                     seams=[t0] + [t0 + SEGMENT_SECONDS * k for k in range(1, n) if SEGMENT_SECONDS * k < seconds],
-                     gl_iters=opts.gl_iters, _mel=mel_out)
+    result = Generated(_first_frames(blocks, round(seconds * 16000 / HOP)), prefix=audio,
+                       prefix_mel=mel[:, -min(mel.shape[-1], 100):], gl_iters=opts.gl_iters,
+                       seams=[t0] + [t0 + SEGMENT_SECONDS * k for k in range(1, n) if SEGMENT_SECONDS * k < seconds])
+    if not stream:
+        result.mel  # noqa: B018  sample now
+    return result

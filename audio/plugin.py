@@ -144,7 +144,8 @@ def continue_cmd(start, seconds, notes, output, sampler, steps, cfg_notes, cfg_c
     from .pipeline import Sampling, continue_
 
     opts = Sampling(sampler=sampler, steps=steps, cfg_notes=cfg_notes, cfg_context=cfg_context, seed=seed)
-    _run(lambda: continue_(start, seconds, notes, checkpoint, device, opts).save(output, spectrogram))
+    _run(lambda: continue_(start, seconds, notes, checkpoint, device, opts, stream=spectrogram is None)
+         .save(output, spectrogram))
     click.echo(f"wrote {output}" + (f" and {spectrogram}" if spectrogram else ""))
 
 
