@@ -19,6 +19,11 @@ Testbeds: "ring8": 8 modes on a circle of radius 2, std 0.2 (2-D); "gmm16": 10 r
 covariances (std 0.2-0.6 along random axes) in 16-D, means ~ N(0, 1.5^2 I).
 Target (issue 3): dpmpp_2m at 10 NFE within 1.1x of its 1000-step value.
 
+Reading the table: values at or below the floor are sampling noise. All deterministic samplers start
+from the same noise, so their converged values are one shared draw (they can sit a little above or
+below the floor together); stochastic samplers add their own noise and are independent draws.
+Takes ~25 min on a busy 2-core CPU at --n 10000 (the 16-D mixture dominates); --n 2000 for a quick look.
+
     .venv/bin/python benchmarks/sampler_quality.py --n 10000
 """
 
