@@ -181,17 +181,20 @@ def guided_denoiser(model: MotionDenoiser, prompts: list[str], cfg: float):
 
 
 def sample_window(model: MotionDenoiser, prompts: list[str], frames: int, gens, opts: SamplerOptions,
-                  known: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Normalised features (N, C, frames); `known` (N, C, frames) is kept where `mask` is True."""
+                  known: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                  frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Normalised features (N, C, frames); `known` (N, C, frames) is kept where `mask` is True;
+    frame_mask (N, frames) marks the real frames of samples shorter than the window."""
     device = model.mean.device
     den = guided_denoiser(model, prompts, opts.cfg)
     sigmas = karras_sigmas(opts.steps, SIGMA_MIN, SIGMA_MAX).to(device)
     x = randn((len(prompts), model.n_feats, frames), gens, device=device) * sigmas[0]
+    cond = {} if frame_mask is None else {"mask": frame_mask.to(device)}
     with torch.no_grad():
         if known is None:
-            return sample(den, x, sigmas, method=opts.sampler, generator=gens, progress=False)
+            return sample(den, x, sigmas, method=opts.sampler, generator=gens, progress=False, cond=cond)
         return masked_sample(den, x, sigmas, known.to(device), mask.to(device), method=opts.sampler,
-                             generator=gens, progress=False)
+                             generator=gens, progress=False, cond=cond)
 
 
 def _result(model: MotionDenoiser, x: torch.Tensor, prompts, fps: float | None, paste=None) -> Motion:
@@ -229,19 +232,26 @@ def generate(prompt: str, seconds: float = 6.0, *, num_samples: int = 1, seed: i
     return _result(model, x, [prompt] * num_samples, fps)
 
 
-def generate_batch(prompts: list[str], seconds: float = 6.0, *, seed: int = 0, sampler: str = "dpmpp_2m",
-                   steps: int = 20, cfg: float = 2.5, fps: float | None = None, checkpoint=None,
-                   device="cpu") -> list[Motion]:
-    """One motion per prompt, all `seconds` long (at most 9.8 s), drawn in one batch; sample i uses the
-    generator seeded (seed, i)."""
+def generate_batch(prompts: list[str], seconds: float | list[float] = 6.0, *, seed: int = 0,
+                   sampler: str = "dpmpp_2m", steps: int = 20, cfg: float = 2.5, fps: float | None = None,
+                   checkpoint=None, device="cpu") -> list[Motion]:
+    """One motion per prompt, drawn in one batch; `seconds` is one duration or one per prompt (at most
+    9.8 s; shorter motions are padded and masked in the batch). Sample i uses the generator (seed, i)."""
     prompts = [_check_prompt(p) for p in prompts]
     model, gens, opts = _setup(checkpoint, device, seed, len(prompts), SamplerOptions(sampler, steps, cfg))
-    frames = _frames(seconds, model.fps)
-    if frames > MAX_FRAMES:
+    durations = list(seconds) if isinstance(seconds, (list, tuple)) else [seconds] * len(prompts)
+    if len(durations) != len(prompts):
+        raise MotionError(f"got {len(durations)} durations for {len(prompts)} prompts")
+    lengths = [_frames(s, model.fps) for s in durations]
+    if max(lengths) > MAX_FRAMES:
         raise MotionError(f"generate_batch draws one window of at most {MAX_FRAMES / model.fps:g} s; "
                           "use generate for longer motions")
-    m = _result(model, sample_window(model, prompts, frames, gens, opts), prompts, fps)
-    return [Motion(m.features[i:i + 1], m.joints[i:i + 1], m.fps, [p], m.export_fps) for i, p in enumerate(prompts)]
+    frames = max(lengths)
+    valid = None
+    if min(lengths) < frames:
+        valid = torch.arange(frames)[None] < torch.tensor(lengths)[:, None]       # (N, T)
+    x = sample_window(model, prompts, frames, gens, opts, frame_mask=valid)
+    return [_result(model, x[i:i + 1, :, :n], [p], fps) for i, (p, n) in enumerate(zip(prompts, lengths))]
 
 
 # ---------------------------------------------------------------- editing

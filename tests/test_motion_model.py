@@ -10,6 +10,7 @@ bad requests raise one clear error and leave no file behind.
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 
@@ -17,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from polydiff.core.checkpoint import load_pretrained
 from polydiff.motion import features as ft
 from polydiff.motion import pipeline as pl
@@ -29,7 +29,7 @@ from polydiff.motion.train import ship, train
 TINY = ["model.dim=32", "model.depth=1", "model.heads=2", "model.patch_size=2", "train.steps=3",
         "train.batch_size=4", "train.warmup_steps=1", "train.checkpoint_every=3", "train.log_every=1",
         "train.device=cpu"]
-FAST = dict(steps=3, cfg=2.0)
+FAST = {"steps": 3, "cfg": 2.0}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_checkpoint_records_everything(tiny):
     assert np.array_equal(model.mean.numpy(), np.load(tiny["corpus"] / "Mean.npy"))
     assert np.array_equal(model.std.numpy(), np.load(tiny["corpus"] / "Std.npy"))
     # the shipped weights are the run's EMA weights
-    ema = load_pretrained(sorted((tiny["root"] / "run" / "checkpoints").iterdir())[-1], use_ema=True)
+    ema = load_pretrained(max((tiny["root"] / "run" / "checkpoints").iterdir()), use_ema=True)
     for (k, a), b in zip(model.state_dict().items(), ema.state_dict().values()):
         assert torch.equal(a, b), k
 
@@ -150,7 +150,7 @@ def test_long_sequence_chains_windows(tiny, monkeypatch):
     out = pl.generate_long(segs, transition=1.0, checkpoint=tiny["ckpt"], steps=2, cfg=1.0)
     assert out.features.shape == (1, 620 + 400 + 221, 263) and out.seconds > 60
     assert max(w[0] for w in windows) <= pl.MAX_FRAMES
-    for (_, _, _, prev), (_, known, mask, x) in zip(windows, windows[1:]):
+    for (_, _, _, prev), (_, known, mask, x) in itertools.pairwise(windows):
         k = int(mask.sum())
         assert k == 20 and torch.equal(x[..., :k], prev[..., -k:])     # each window starts on the last tail
     # the output is the windows' new frames in order
@@ -203,3 +203,10 @@ def test_resample_is_exact_on_linear_motion():
     out = pl.resample(joints, 20.0, 30.0)
     assert out.shape == (1, 62, 22, 3)
     assert np.allclose(out[0, :, 0, 0], 2.0 * np.minimum(np.arange(62) / 30.0, 2.0) + 0.5)
+
+
+def test_generate_batch_lengths(tiny):
+    ms = pl.generate_batch(["a person walks forward", "someone claps"], [1.0, 2.2], checkpoint=tiny["ckpt"], **FAST)
+    assert [m.joints.shape[1] for m in ms] == [20, 44] and [m.prompts for m in ms] == [["a person walks forward"],
+                                                                                        ["someone claps"]]
+    assert all(np.isfinite(m.features).all() for m in ms)
