@@ -1,19 +1,26 @@
-"""The spectrogram diffusion model: a DiT over one segment's mel, cross-attending to its notes and to the
-previous segment (after Hawthorne et al. 2022, "Multi-instrument Music Synthesis with Spectrogram Diffusion").
+"""The spectrogram diffusion model: a denoiser over one segment's mel, cross-attending to its notes and to
+the previous segment (after Hawthorne et al. 2022, "Multi-instrument Music Synthesis with Spectrogram
+Diffusion").
 
     notes  (B, L) token ids  --TokenConditioner-->  (B, L, cond_dim)  --+
     context mel (B, 128, 256) --FrameConditioner--> (B, 256/stride, cond_dim) --+-- one key sequence
-    noisy mel (B, 128, 256) --DiT (patches of `patch` frames)--> F, cross-attending to both
+    noisy mel (B, 128, 256) + piano roll (B, 128, 256) --backbone--> F, cross-attending to both
+
+Backbone: the core UNet1D with mel bins (and roll pitches) as channels (default; cross-attention at its
+lowest level and middle), or the core DiT with patches of `patch` frames. Why the U-Net: at low noise the
+network must give back the noise itself, 1024 values per 8-frame patch, and a DiT token of width 256 can
+only carry a rank-256 part of it through its linear output layer; what it cannot carry stays in the
+sample as hiss. The U-Net keeps every frame at full width through its skip connections.
 
 The two conditions are joined along the sequence (their masks too) and their pooled vectors side by side,
 so one cross-attention serves both. Each is replaced by its own learned null condition where the
 `use_notes` / `use_context` flags are False: in training at random (independently, for two-scale CFG),
-at sampling time to form the unconditional passes (`two_scale_cfg`).
+at sampling time to form the unconditional passes (`guided_denoiser`).
 
 Why an extra time field for the notes: event tokens carry time only as `time t` tokens in front of the
 events, so a token's position in the sequence says nothing about when it sounds. Every token also gets the
 embedding of the segment time it belongs to (the last `time` token before it, in bins of `time_bin`
-10-ms steps), which lets the mel patches find their notes by cross-attention from the first steps.
+10-ms steps), which lets the mel frames find their notes by cross-attention.
 
 Why a piano roll besides the tokens: with a few thousand CPU training steps, cross-attention alone does
 not learn to place notes in time. The same tokens are also decoded (`notes.decode_segments`) into a
@@ -22,7 +29,8 @@ note sounds), concatenated to the noisy mel as extra input channels (`roll=True`
 condition: where the notes are dropped, the roll is all zeros.
 
 The network is the whole checkpoint (`AudioDiffusion`, a `ModelMixin`); `denoiser(model)` wraps it in EDM
-preconditioning, the denoiser convention every sampler uses; `guided_denoiser` adds two-scale classifier-free guidance for sampling.
+preconditioning, the denoiser convention every sampler uses; `guided_denoiser` adds two-scale
+classifier-free guidance for sampling.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from polydiff.core.conditioning import Condition, FrameConditioner, NullConditio
 from polydiff.core.guidance import cfg_denoiser
 from polydiff.core.precond import EDMPrecond
 from polydiff.core.transformer import DiT
+from polydiff.core.unet import UNet1D
 
 from .codec import N_MELS, SEGMENT_FRAMES
 from .notes import VOCAB, decode_segments
@@ -95,7 +104,8 @@ class AudioDiffusion(ModelMixin):
                  heads: int = 4, patch: int = 4, cond_dim: int = 128, note_depth: int = 2,
                  context_depth: int = 1, context_stride: int = 8, time_bin: int = 8, max_tokens: int = 256,
                  sigma_data: float = 0.5, p_drop_notes: float = 0.1, p_drop_context: float = 0.1,
-                 roll: bool = True):
+                 roll: bool = True, backbone: str = "unet", channels: int = 96,
+                 channel_mult: tuple[int, ...] = (1, 2, 2)):
         super().__init__()
         self.n_mels, self.frames, self.max_tokens, self.time_bin = n_mels, frames, max_tokens, time_bin
         self.sigma_data, self.p_drop_notes, self.p_drop_context = sigma_data, p_drop_notes, p_drop_context
@@ -106,8 +116,16 @@ class AudioDiffusion(ModelMixin):
         self.context = FrameConditioner(n_mels, cond_dim, depth=context_depth, heads=heads, stride=context_stride)
         self.null_notes = NullCondition(cond_dim)
         self.null_context = NullCondition(cond_dim)
-        self.net = DiT(n_mels + (128 if roll else 0), out_channels=n_mels, dim=dim, depth=depth, heads=heads, patch_size=patch, cond_dim=cond_dim,
-                       pooled_dim=2 * cond_dim)
+        in_channels = n_mels + (128 if roll else 0)
+        if backbone == "unet":
+            self.net = UNet1D(in_channels, n_mels, channels=channels, channel_mult=tuple(channel_mult),
+                              num_res_blocks=1, attn_levels=(len(channel_mult) - 1,), heads=heads,
+                              cond_dim=cond_dim, pooled_dim=2 * cond_dim)
+        elif backbone == "dit":
+            self.net = DiT(in_channels, out_channels=n_mels, dim=dim, depth=depth, heads=heads, patch_size=patch,
+                           cond_dim=cond_dim, pooled_dim=2 * cond_dim)
+        else:
+            raise ValueError(f"backbone must be 'unet' or 'dit', got {backbone!r}")
 
     def condition(self, tokens, context, use_notes=None, use_context=None) -> tuple[Condition, torch.Tensor | None]:
         """The cross-attention condition (notes, then context) and the notes' roll (B, 128, frames) or None."""

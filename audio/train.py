@@ -34,6 +34,9 @@ class ModelConfig:
     p_drop_notes: float = 0.1
     p_drop_context: float = 0.1
     roll: bool = True               # the notes' piano roll as extra input channels (see audio/model.py)
+    backbone: str = "unet"          # unet (core UNet1D, mel bins as channels) or dit (core DiT, time patches)
+    channels: int = 96              # U-Net width at full resolution
+    channel_mult: tuple[int, ...] = (1, 2, 2)
 
 
 @dataclass

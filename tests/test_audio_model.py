@@ -17,7 +17,7 @@ from polydiff.audio.plugin import cli
 from polydiff.audio.train import trim_collate
 from polydiff.core.train import TrainConfig, fit
 
-TINY = {"dim": 32, "depth": 1, "heads": 2, "patch": 16, "cond_dim": 32, "note_depth": 1, "context_depth": 1,
+TINY = {"channels": 16, "channel_mult": [1, 2], "heads": 2, "cond_dim": 32, "note_depth": 1, "context_depth": 1,
         "context_stride": 16, "max_tokens": 64}
 FAST = ["--steps", "2"]
 
@@ -63,7 +63,7 @@ def test_checkpoint_rebuilds_the_trained_model_with_its_ema_weights(checkpoint, 
     import json
 
     meta = json.loads((checkpoint / "config.json").read_text())
-    assert meta["class"] == "polydiff.audio.model:AudioDiffusion" and meta["config"]["dim"] == 32
+    assert meta["class"] == "polydiff.audio.model:AudioDiffusion" and meta["config"]["channels"] == 16
     from safetensors.torch import load_file
 
     ema = load_file(str(checkpoint / "ema.safetensors"))
@@ -79,7 +79,19 @@ def test_token_times_follow_the_time_tokens():
     assert times[pitch].tolist() == [0, 100 // 8, 137 // 8, 200 // 8, 400 // 8]
 
 
-def test_cfg_scales_of_one_are_the_conditional_model_and_others_follow_the_formula(model):
+def dit_model():
+    torch.manual_seed(0)
+    model = AudioDiffusion(backbone="dit", dim=32, depth=1, heads=2, patch=16, cond_dim=32, context_stride=16,
+                           max_tokens=64).eval()
+    for p in model.parameters():             # the DiT starts as the identity: give its zero layers weights
+        if p.ndim >= 2 and p.abs().max() == 0:
+            torch.nn.init.normal_(p, std=0.02)
+    return model
+
+
+@pytest.mark.parametrize("backbone", ["unet", "dit"])
+def test_cfg_scales_of_one_are_the_conditional_model_and_others_follow_the_formula(model, backbone):
+    model = model if backbone == "unet" else dit_model()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, N_MELS, SEGMENT_FRAMES, generator=g)
     sigma = torch.tensor([0.7, 3.0])
