@@ -121,15 +121,17 @@ class GriffinLim:
         mel = torch.as_tensor(mel, dtype=torch.float32)
         return torch.cat([torch.zeros(0, device=mel.device), *self.stream([mel])])
 
-    def stream(self, blocks):
+    def stream(self, blocks, phase=None):
         """Vocode a mel that arrives in blocks (any iterable of (128, t) tensors, e.g. one per generated
         segment) and yield the audio as it is settled, in constant memory: at most one chunk of mel and
         audio is held. The output is the same whatever the blocking (chunks and their random start
-        phases depend only on frame positions), and equals `mel_to_audio` of the whole mel."""
+        phases depend only on frame positions), and equals `mel_to_audio` of the whole mel.
+        phase: optional complex STFT (513, t0) whose phases start the first t0 frames instead of random
+        ones (t0 <= overlap): a continuation then grows out of the phases of the audio before it."""
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
         step = self.chunk_frames - self.overlap
         pending = None                      # mel frames not yet vocoded: (128, t)
-        prev_tail, held = None, None        # held: the last chunk's audio past its settled part
+        prev_tail, held = phase, None       # held: the last chunk's audio past its settled part
         for block in blocks:
             block = torch.as_tensor(block, dtype=torch.float32)
             pending = block if pending is None else torch.cat([pending, block], -1)
@@ -147,7 +149,7 @@ class GriffinLim:
         its audio is cross-faded into that chunk's held tail. Returns the
         audio that is final now, the chunk's last `overlap` complex frames, and the audio held back."""
         mag = mel_to_magnitude(mel)
-        n_new = mag.shape[-1] - (0 if prev_tail is None else self.overlap)
+        n_new = mag.shape[-1] - (0 if prev_tail is None else prev_tail.shape[-1])
         phase = torch.rand(mag.shape[0], n_new, generator=gen) * 2 * torch.pi   # fresh frames only
         angles = torch.polar(torch.ones_like(mag[:, -n_new:]), phase.to(mag.device))
         if prev_tail is not None:

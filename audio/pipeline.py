@@ -130,7 +130,12 @@ class Generated:
         # vocode from inside the start so the continuation's phases grow out of the start's, then drop
         # the warm-up frames: the start itself is written as given, sample for sample
         skip = self.prefix_mel.shape[-1] * HOP
-        for a in gl.stream(_chain([self.prefix_mel.cpu()], (b.cpu() for b in self.blocks))):
+        phase = None
+        if len(self.prefix) >= skip:                   # the start's own phases over the warm-up frames
+            from .codec import _stft
+
+            phase = _stft(torch.from_numpy(np.ascontiguousarray(self.prefix[len(self.prefix) - skip:])))
+        for a in gl.stream(_chain([self.prefix_mel.cpu()], (b.cpu() for b in self.blocks)), phase=phase):
             a = a.numpy()
             cut = min(skip, len(a))
             skip -= cut
@@ -205,7 +210,9 @@ def continue_(start, seconds: float, notes=None, checkpoint=None, device="cpu", 
         raise ValueError(f"seconds must be a positive number of seconds to add, got {seconds!r}.")
     opts = _opts(sampling, kw)
     audio = load_audio(start) if not isinstance(start, np.ndarray) else np.asarray(start, np.float32)
-    mel = audio_to_mel(torch.from_numpy(audio))                          # (128, T)
+    # frames aligned to the END of the start (a partial frame is left out at its beginning), so the
+    # continuation's first frame follows the start's last sample
+    mel = audio_to_mel(torch.from_numpy(audio[len(audio) % HOP:]))       # (128, T)
     if mel.shape[-1] == 0:
         raise AudioError(f"{start if not isinstance(start, np.ndarray) else 'start audio'}: shorter than one "
                          "20 ms frame; give a longer start.")
