@@ -102,6 +102,7 @@ class Motion:
 
     def save(self, path, *, foot_lock: bool = True, fps: float | None = None) -> list[Path]:
         """Write every sample to `path` (one sample) or `stem_{i}.ext` (several); format by extension.
+        foot_lock: remove foot skating first (every format; the root path is kept).
         fps: resample the joints in time to this frame rate (default: export_fps, else the motion's own)."""
         path = Path(path)
         check_output(path)
@@ -112,10 +113,19 @@ class Motion:
         paths = [path] if len(self) == 1 else [path.with_name(f"{path.stem}_{i}{path.suffix}") for i in range(len(self))]
         title = self.prompts[0] if len(self.prompts) == 1 and isinstance(self.prompts[0], str) else None
         out = []
+        own_lock = foot_lock and path.suffix.lower() in (".npz", ".gif", ".mp4")   # BVH / glTF lock inside
         for i, p in enumerate(paths):
-            feats = self.features[i] if rate == self.fps else None
-            out.append(save_motion(p, joints[i], fps=rate, features=feats, clean_feet=foot_lock, title=title))
+            j = foot_lock_joints(joints[i], rate) if own_lock else joints[i]
+            # the features match the joints only when neither the rate nor the feet changed
+            feats = self.features[i] if rate == self.fps and not own_lock else None
+            out.append(save_motion(p, j, fps=rate, features=feats, clean_feet=foot_lock, title=title))
         return out
+
+
+def foot_lock_joints(joints: np.ndarray, fps: float) -> np.ndarray:
+    from .footlock import foot_lock
+
+    return foot_lock(joints, fps=fps)
 
 
 def check_output(path) -> Path:

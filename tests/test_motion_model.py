@@ -66,8 +66,10 @@ def test_generate_every_extension(tiny, tmp_path):
         paths = motion.save(tmp_path / f"walk{ext}")
         assert [p.name for p in paths] == [f"walk_0{ext}", f"walk_1{ext}"]
         assert all(p.stat().st_size > 0 for p in paths)
-    joints, fps = load_motion(tmp_path / "walk_1.npz")
+    joints, fps = load_motion(motion.save(tmp_path / "raw.npz", foot_lock=False)[1])
     assert fps == 20.0 and np.allclose(joints, motion.joints[1], atol=1e-6)
+    locked, _ = load_motion(tmp_path / "walk_1.npz")          # foot-lock on by default: the root path is kept
+    assert np.allclose(locked[:, 0], motion.joints[1][:, 0], atol=1e-6)
     back, _ = load_motion(tmp_path / "walk_0.bvh")
     assert back.shape == (40, 22, 3)
     # --fps resamples in time: same duration, frames at the new rate
@@ -124,7 +126,7 @@ def test_part_channels_partition_the_features():
 
 def test_body_part_regeneration_keeps_the_rest_exactly(tiny, tmp_path):
     src_motion = pl.generate("a person walks forward", seconds=2.0, checkpoint=tiny["ckpt"], seed=2, **FAST)
-    src_file = src_motion.save(tmp_path / "src.npz")[0]
+    src_file = src_motion.save(tmp_path / "src.npz", foot_lock=False)[0]   # keeps the features as drawn
     src = src_motion.features[0]
     out = pl.regenerate("a person waves the right hand", src_file, part="upper", checkpoint=tiny["ckpt"],
                         seed=9, **FAST).features[0]
@@ -210,3 +212,15 @@ def test_generate_batch_lengths(tiny):
     assert [m.joints.shape[1] for m in ms] == [20, 44] and [m.prompts for m in ms] == [["a person walks forward"],
                                                                                         ["someone claps"]]
     assert all(np.isfinite(m.features).all() for m in ms)
+
+
+def test_demo_artifacts(tiny, tmp_path, monkeypatch):
+    from polydiff.motion import demo
+
+    monkeypatch.setattr(demo, "SECONDS", 1.0)
+    arts = demo.demo(tmp_path, device="cpu", checkpoint=tiny["ckpt"])
+    assert sorted(a.kind for a in arts) == ["download"] * 2 + ["image"] * 2 + ["model"] * 2
+    for a in arts:
+        assert a.path.is_file() and a.path.stat().st_size > 0
+        assert a.path.suffix == {"download": ".bvh", "image": ".gif", "model": ".glb"}[a.kind]
+    assert all(a.poster.is_file() for a in arts if a.kind == "model")
