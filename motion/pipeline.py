@@ -22,6 +22,7 @@ from the concatenated features in one recovery, so the root path runs on across 
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,13 +112,13 @@ class Motion:
         if fps is not None and fps != self.fps:
             joints, rate = resample(joints, self.fps, check_fps(fps)), float(fps)
         paths = [path] if len(self) == 1 else [path.with_name(f"{path.stem}_{i}{path.suffix}") for i in range(len(self))]
-        title = self.prompts[0] if len(self.prompts) == 1 and isinstance(self.prompts[0], str) else None
         out = []
         own_lock = foot_lock and path.suffix.lower() in (".npz", ".gif", ".mp4")   # BVH / glTF lock inside
         for i, p in enumerate(paths):
             j = foot_lock_joints(joints[i], rate) if own_lock else joints[i]
             # the features match the joints only when neither the rate nor the feet changed
             feats = self.features[i] if rate == self.fps and not own_lock else None
+            title = self.prompts[i] if i < len(self.prompts) and isinstance(self.prompts[i], str) else None
             out.append(save_motion(p, j, fps=rate, features=feats, clean_feet=foot_lock, title=title))
         return out
 
@@ -133,6 +134,9 @@ def check_output(path) -> Path:
     if path.suffix.lower() not in FORMATS:
         raise MotionError(f"unknown output extension {path.suffix or '(none)'!r} in {path.name!r}; "
                           f"use one of {', '.join(FORMATS)}")
+    if path.suffix.lower() == ".mp4" and shutil.which("ffmpeg") is None:
+        raise MotionError(f"{path.name}: writing .mp4 needs ffmpeg on PATH (e.g. `apt-get install ffmpeg`); "
+                          "use .gif for a preview without it")
     return path
 
 

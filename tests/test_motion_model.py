@@ -78,6 +78,10 @@ def test_generate_every_extension(tiny, tmp_path):
     assert fps == 30.0 and joints.shape[0] == 60
     if shutil.which("ffmpeg"):
         assert one.save(tmp_path / "jump.mp4")[0].stat().st_size > 0
+    else:   # refused up front with the fix, nothing written
+        with pytest.raises(pl.MotionError, match="needs ffmpeg"):
+            one.save(tmp_path / "jump.mp4")
+        assert not list(tmp_path.glob("*.mp4*")) and not list(tmp_path.glob(".jump*"))
     # sample i has its own noise stream: drawn alone it is the same motion (up to batched-matmul rounding)
     again = pl.generate("a person walks forward then waves", seconds=2.0, num_samples=1, seed=1,
                         checkpoint=tiny["ckpt"], **FAST)
