@@ -60,6 +60,8 @@ class Sampling:
             raise ValueError(f"unknown sampler {self.sampler!r}; use one of {', '.join(METHODS)}")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
         if self.cfg_notes < 0 or self.cfg_context < 0:
             raise ValueError(f"CFG scales must be >= 0, got notes {self.cfg_notes}, context {self.cfg_context}")
 

@@ -84,14 +84,19 @@ def sampling_options(f):
     """--sampler, --steps, --cfg-notes, --cfg-context, --spectrogram, --checkpoint (defaults: `Sampling`)."""
     from polydiff.core.samplers import METHODS
 
+    from .pipeline import Sampling
+
+    d = Sampling()
     opts = [
-        click.option("--sampler", type=click.Choice(METHODS), default="dpmpp_2m", show_default=True),
-        click.option("--steps", type=click.IntRange(min=1), default=16, show_default=True,
+        click.option("--sampler", type=click.Choice(METHODS), default=d.sampler, show_default=True),
+        click.option("--steps", type=click.IntRange(min=1), default=d.steps, show_default=True,
                      help="Sampler steps per segment."),
-        click.option("--cfg-notes", type=click.FloatRange(min=0), default=1.5, show_default=True,
+        click.option("--cfg-notes", type=click.FloatRange(min=0), default=d.cfg_notes, show_default=True,
                      help="Guidance scale of the notes (1 = none)."),
-        click.option("--cfg-context", type=click.FloatRange(min=0), default=1.0, show_default=True,
+        click.option("--cfg-context", type=click.FloatRange(min=0), default=d.cfg_context, show_default=True,
                      help="Guidance scale of the previous segment (1 = none)."),
+        click.option("--sigma-min", type=click.FloatRange(min=0, min_open=True), default=d.sigma_min,
+                     show_default=True, help="Lowest noise level of the schedule (the last step denoises from it)."),
         click.option("--spectrogram", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="Also write the mel spectrogram as a PNG."),
         click.option("--checkpoint", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -120,11 +125,13 @@ def _run(job):
 @output_option(required=True, help="Output WAV (16 kHz mono).")
 @sampling_options
 @common_options
-def synth_cmd(midi, output, sampler, steps, cfg_notes, cfg_context, spectrogram, checkpoint, device, seed):
+def synth_cmd(midi, output, sampler, steps, cfg_notes, cfg_context, sigma_min, spectrogram, checkpoint, device,
+              seed):
     """Render MIDI to music, segment by segment, each conditioned on its notes and the previous segment."""
     from .pipeline import Sampling, synth
 
-    opts = Sampling(sampler=sampler, steps=steps, cfg_notes=cfg_notes, cfg_context=cfg_context, seed=seed)
+    opts = Sampling(sampler=sampler, steps=steps, cfg_notes=cfg_notes, cfg_context=cfg_context, sigma_min=sigma_min,
+                    seed=seed)
     # stream when no picture is asked for: constant memory however long the piece
     _run(lambda: synth(midi, checkpoint, device, opts, stream=spectrogram is None).save(output, spectrogram))
     click.echo(f"wrote {output}" + (f" and {spectrogram}" if spectrogram else ""))
@@ -138,12 +145,13 @@ def synth_cmd(midi, output, sampler, steps, cfg_notes, cfg_context, spectrogram,
 @output_option(required=True, help="Output WAV: START followed by the continuation.")
 @sampling_options
 @common_options
-def continue_cmd(start, seconds, notes, output, sampler, steps, cfg_notes, cfg_context, spectrogram, checkpoint,
-                 device, seed):
+def continue_cmd(start, seconds, notes, output, sampler, steps, cfg_notes, cfg_context, sigma_min, spectrogram,
+                 checkpoint, device, seed):
     """Continue a recording: write START followed by SECONDS of new music."""
     from .pipeline import Sampling, continue_
 
-    opts = Sampling(sampler=sampler, steps=steps, cfg_notes=cfg_notes, cfg_context=cfg_context, seed=seed)
+    opts = Sampling(sampler=sampler, steps=steps, cfg_notes=cfg_notes, cfg_context=cfg_context, sigma_min=sigma_min,
+                    seed=seed)
     _run(lambda: continue_(start, seconds, notes, checkpoint, device, opts, stream=spectrogram is None)
          .save(output, spectrogram))
     click.echo(f"wrote {output}" + (f" and {spectrogram}" if spectrogram else ""))

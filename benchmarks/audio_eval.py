@@ -70,11 +70,19 @@ def main():
     ap.add_argument("--sampler", default=Sampling.sampler)
     ap.add_argument("--cfg-notes", type=float, default=Sampling.cfg_notes)
     ap.add_argument("--cfg-context", type=float, default=Sampling.cfg_context)
+    ap.add_argument("--sigma-min", type=float, default=Sampling.sigma_min)
+    ap.add_argument("--also", action="append", default=[], metavar="K=V,...",
+                    help="an extra synth row with these Sampling fields, e.g. steps=16,sigma_min=0.002")
     ap.add_argument("--ddpm-steps", type=int, default=1000, help="0 skips the DDPM speed comparison")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core box)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    opts = Sampling(sampler=args.sampler, steps=args.steps, cfg_notes=args.cfg_notes, cfg_context=args.cfg_context)
+    opts = Sampling(sampler=args.sampler, steps=args.steps, cfg_notes=args.cfg_notes, cfg_context=args.cfg_context,
+                    sigma_min=args.sigma_min)
+    extra = {}
+    for spec in args.also:
+        kw = {k: type(getattr(opts, k))(v) for k, v in (item.split("=") for item in spec.split(","))}
+        extra[f"synth {spec}"] = Sampling(**{**opts.__dict__, **kw})
     model = load_model(args.checkpoint)
     print(f"model: {args.checkpoint or 'shipped'}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M "
           f"parameters; sampling {opts}")
@@ -94,6 +102,9 @@ def main():
         for name, audio in ((f"codec ceiling (GL {opts.gl_iters})", gl.mel_to_audio(audio_to_mel(ref)).numpy()),
                             ("sine baseline", sine_synth(notes, args.seconds)), ("synth (model)", song)):
             rows.setdefault(name, []).append(all_metrics(audio[: len(ref)], ref, notes, seams))
+        for name, o in extra.items():
+            audio = synth(shift(notes, 0.0, args.seconds), model=model, sampling=o).audio
+            rows.setdefault(name, []).append(all_metrics(audio[: len(ref)], ref, notes, seams))
         # continuation: the real first segment, then the model
         n0 = SEGMENT_FRAMES * 320
         start, rest, more = ref[:n0], ref[n0:], args.seconds - SEGMENT_SECONDS
@@ -112,9 +123,9 @@ def main():
     print(f"\n{len(pieces)} held-out test pieces x {args.seconds:.2f} s (synth: whole piece; continue: "
           f"the {args.seconds - SEGMENT_SECONDS:.2f} s after the real first segment); means over pieces; "
           "lower is better for the first three")
-    print_table(rows, width=26)
+    print_table(rows, width=36)
     print()
-    print_table(cont, width=26)
+    print_table(cont, width=36)
 
     # a tune from outside the corpus
     from polydiff.audio.corpus import render_midi
