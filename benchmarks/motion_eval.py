@@ -70,7 +70,7 @@ def main():
     ap.add_argument("--clips", type=int, default=100, help="test clips to evaluate")
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--cfg", type=float, default=2.5)
+    ap.add_argument("--cfg", type=float, default=4.0)
     ap.add_argument("--sampler", default="dpmpp_2m")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)

@@ -163,7 +163,7 @@ def resample(joints: np.ndarray, fps_in: float, fps_out: float) -> np.ndarray:
 class SamplerOptions:
     sampler: str = "dpmpp_2m"
     steps: int = 20
-    cfg: float = 2.5
+    cfg: float = 4.0
 
     def check(self):
         if self.sampler not in METHODS:
@@ -233,7 +233,7 @@ def _setup(checkpoint, device, seed, num_samples, opts):
 
 
 def generate(prompt: str, seconds: float = 6.0, *, num_samples: int = 1, seed: int = 0, sampler: str = "dpmpp_2m",
-             steps: int = 20, cfg: float = 2.5, fps: float | None = None, checkpoint=None, device="cpu") -> Motion:
+             steps: int = 20, cfg: float = 4.0, fps: float | None = None, checkpoint=None, device="cpu") -> Motion:
     """Motion for `prompt` lasting `seconds` (chained windows beyond 9.8 s). Returns a `Motion`."""
     prompt = _check_prompt(prompt)
     opts = SamplerOptions(sampler, steps, cfg)
@@ -247,7 +247,7 @@ def generate(prompt: str, seconds: float = 6.0, *, num_samples: int = 1, seed: i
 
 
 def generate_batch(prompts: list[str], seconds: float | list[float] = 6.0, *, seed: int = 0,
-                   sampler: str = "dpmpp_2m", steps: int = 20, cfg: float = 2.5, fps: float | None = None,
+                   sampler: str = "dpmpp_2m", steps: int = 20, cfg: float = 4.0, fps: float | None = None,
                    checkpoint=None, device="cpu") -> list[Motion]:
     """One motion per prompt, drawn in one batch; `seconds` is one duration or one per prompt (at most
     9.8 s; shorter motions are padded and masked in the batch). Sample i uses the generator (seed, i)."""
@@ -313,7 +313,7 @@ def _edit(model, prompt, known_raw: np.ndarray, mask: torch.Tensor, gens, opts, 
 
 def inbetween(prompt: str, *, prefix=None, suffix=None, keyframes=None, keyframe_frames=None,
               seconds: float | None = None, num_samples: int = 1, seed: int = 0, sampler: str = "dpmpp_2m",
-              steps: int = 20, cfg: float = 2.5, fps: float | None = None, checkpoint=None, device="cpu") -> Motion:
+              steps: int = 20, cfg: float = 4.0, fps: float | None = None, checkpoint=None, device="cpu") -> Motion:
     """Fill in motion for `prompt` around what is known: `prefix` (its frames start the result), `suffix`
     (its frames end it) and/or `keyframes` (a motion whose frames `keyframe_frames` are kept, at the
     model's frame rate; the result is as long as it unless `seconds` says otherwise). Sources are motion
@@ -389,7 +389,7 @@ def part_channels(part: str) -> np.ndarray:
 
 
 def regenerate(prompt: str, source, part: str = "upper", *, num_samples: int = 1, seed: int = 0,
-               sampler: str = "dpmpp_2m", steps: int = 20, cfg: float = 2.5, fps: float | None = None,
+               sampler: str = "dpmpp_2m", steps: int = 20, cfg: float = 4.0, fps: float | None = None,
                checkpoint=None, device="cpu") -> Motion:
     """New motion of body `part` for `prompt`; every other channel of `source` is kept exactly
     (e.g. part="upper": a new upper body over the source's legs and root path)."""
@@ -406,7 +406,7 @@ def regenerate(prompt: str, source, part: str = "upper", *, num_samples: int = 1
 
 # ---------------------------------------------------------------- long sequences
 def generate_long(segments, *, transition: float = 1.0, num_samples: int = 1, seed: int = 0,
-                  sampler: str = "dpmpp_2m", steps: int = 20, cfg: float = 2.5, fps: float | None = None,
+                  sampler: str = "dpmpp_2m", steps: int = 20, cfg: float = 4.0, fps: float | None = None,
                   checkpoint=None, device="cpu") -> Motion:
     """A list of (prompt, seconds) chained into one motion of the summed length. Each window starts with
     the last `transition` seconds of the one before it (kept exactly, through the mask wrapper), so the

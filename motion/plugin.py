@@ -84,7 +84,7 @@ def sampling_options(f):
                      help="Motions to draw; several are written as NAME_0.ext, NAME_1.ext, ..."),
         click.option("--sampler", default="dpmpp_2m", show_default=True, help="Core sampler (euler, heun, ddim, unipc, ...)."),
         click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True, help="Sampler steps."),
-        click.option("--cfg", type=click.FloatRange(min=0), default=2.5, show_default=True,
+        click.option("--cfg", type=click.FloatRange(min=0), default=4.0, show_default=True,
                      help="Classifier-free guidance scale (1 = none)."),
         click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None,
                      help="Frame rate of the output (default: the model's, 20)."),
