@@ -1,14 +1,18 @@
 """Metrics where ground truth exists (the primitive world), and the direct-fit "ceiling".
 
-Both the mesh and the true scene are first normalised the same way: centred on their bounding box and
-scaled so the largest half extent is 1. SDS does not fix an object's size or position, so shape is
-compared up to a translation and a uniform scale. Then:
+Both the mesh and the true scene are first normalised the same way: centred on the centroid of their
+solid and scaled so its r.m.s. radius (sqrt of the mean |x - centroid|^2 over the volume) is 1. SDS does
+not fix an object's size or position, so shape is compared up to a translation and a uniform scale.
+Volume moments are used rather than the bounding box because a box hangs on single extreme points:
+marching cubes clips a cone's or pyramid's apex by a grid-dependent amount, which would rescale the
+whole shape. (If either mesh is not watertight, both fall back to the bounding box, largest half
+extent 1.) Then:
 
-- volumetric IoU on a G^3 grid over [-1.1, 1.1]^3: the mesh's inside by ray parity along +z columns
-  (pure torch; no rtree/embree), the scene's by its signed distance;
+- volumetric IoU on a G^3 grid covering both normalised shapes: the mesh's inside by ray parity along
+  +z columns (pure torch; no rtree/embree), the scene's by its signed distance;
 - Chamfer distance: mean nearest-neighbour distance from mesh surface samples to the true surface plus
-  the reverse (not squared), in the normalised units above (the bounding box spans [-1, 1] on its
-  longest axis), the true surface sampled from a fine marching-cubes mesh of the SDF;
+  the reverse (not squared), in the normalised units above (r.m.s. radius 1), the true surface sampled
+  from a fine marching-cubes mesh of the SDF;
 - colour error: mean absolute RGB difference (in [0, 1]) between each mesh vertex's colour and the
   palette colour of the nearest true part.
 
@@ -36,6 +40,12 @@ def bbox_normalisation(points: np.ndarray):
     """(centre (3,), scale) mapping points to a box whose largest half extent is 1."""
     lo, hi = points.min(0), points.max(0)
     return (lo + hi) / 2, float((hi - lo).max() / 2)
+
+
+def moment_normalisation(mesh: trimesh.Trimesh):
+    """(centroid (3,), r.m.s. radius) of the solid a watertight mesh bounds (unit density).
+    trace(I) about the centroid = 2 * integral |x - c|^2 dV, so rms^2 = trace(I) / (2 V)."""
+    return np.asarray(mesh.center_mass), float(np.sqrt(np.trace(mesh.moment_inertia) / (2.0 * mesh.volume)))
 
 
 def reference_mesh(scene: Scene, resolution: int = 96, bound: float = 1.0) -> trimesh.Trimesh:
@@ -92,12 +102,16 @@ def evaluate_mesh(mesh: trimesh.Trimesh, scene: Scene, resolution: int = 64, n_p
     ref = reference if reference is not None else reference_mesh(scene)
     if len(mesh.faces) == 0:
         return {"iou": 0.0, "chamfer": float("nan"), "color_error": float("nan")}
-    if normalise:
+    if not normalise:
+        c_m, s_m, c_t, s_t = np.zeros(3), 1.0, np.zeros(3), 1.0
+    elif mesh.is_watertight and ref.is_watertight and mesh.volume > 0 and ref.volume > 0:
+        (c_m, s_m), (c_t, s_t) = moment_normalisation(mesh), moment_normalisation(ref)
+    else:
         c_m, s_m = bbox_normalisation(np.asarray(mesh.vertices))
         c_t, s_t = bbox_normalisation(np.asarray(ref.vertices))
-    else:
-        c_m, s_m, c_t, s_t = np.zeros(3), 1.0, np.zeros(3), 1.0
-    ax = torch.linspace(-1.1, 1.1, resolution, dtype=torch.float64)
+    extent = 1.1 if not normalise else 1.05 * max(np.abs((np.asarray(mesh.vertices) - c_m) / s_m).max(),
+                                                  np.abs((np.asarray(ref.vertices) - c_t) / s_t).max())
+    ax = torch.linspace(-extent, extent, resolution, dtype=torch.float64)
     grid = torch.stack(torch.meshgrid(ax, ax, ax, indexing="ij"), -1)           # (G, G, G, 3) normalised
     inside_mesh = mesh_occupancy(mesh, grid * s_m + torch.as_tensor(c_m))
     inside_true = scene.occupancy((grid * s_t + torch.as_tensor(c_t)).reshape(-1, 3).float()).reshape(grid.shape[:3])
