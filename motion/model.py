@@ -10,13 +10,16 @@ variable length through a padding mask. The backbone is the core `DiT` (adaLN-Ze
 cross-attention to the text tokens; the pooled sentence vector joins the noise embedding), and
 `patch_size` frames make one token (2 by default: 0.1 s, which halves the attention cost on the CPU).
 
-Parameterisation: EDM preconditioning (Karras et al. 2022) rather than a VP x0-predictor. Both give a
-denoiser whose output is the x0 estimate (so the geometric losses and the editing masks act on the same
-thing), but EDM's c_skip / c_out keep the network's target at unit variance at every noise level, its
-log-normal training sigmas spend the steps where the loss can still fall, and its continuous sigma fits
-the Karras grids of the few-step samplers used at generation time; at high noise (c_skip -> 0,
-c_out -> sigma_data) the network is an x0 predictor exactly as in MDM. sigma_data = 1: the features are
-normalised per channel by the corpus Mean / Std.
+Parameterisation: EDM's input scaling and noise conditioning (c_in, c_noise = log(sigma) / 4, log-normal
+training sigmas; Karras et al. 2022), with the network predicting x0 itself (prediction="x0": c_skip = 0,
+c_out = 1), as MDM does. Why not EDM's full c_skip / c_out mix: with 4 frames a token the patch
+embedding squeezes 4 x 263 numbers into `dim`, so the network cannot see, and therefore cannot cancel,
+the per-frame noise that c_skip * x lets through at mid sigma; a model trained that way (kept as
+prediction="edm") produced motion as jittery as noise (jerk ~4,900 m/s^3 against ~70 for ground truth).
+With x0 prediction nothing of the noisy input reaches the output past the network. The denoiser still
+returns the x0 estimate in the sigma convention of the core samplers, guidance and masks, and the
+geometric losses act on that same estimate. sigma_data = 1: the features are normalised per channel by
+the corpus Mean / Std.
 
 Everything needed to rebuild the denoiser lives in the checkpoint: the constructor arguments (net
 sizes, EDM constants, fps, text encoder) in config.json, Mean / Std as buffers in the weights.
@@ -45,10 +48,13 @@ class MotionDenoiser(ModelMixin, EDMPrecond):
     def __init__(self, n_feats: int = FEATURE_DIM, dim: int = 256, depth: int = 4, heads: int = 4,
                  mlp_ratio: float = 2.0, patch_size: int = 2, text_dim: int = TEXT_DIM,
                  sigma_data: float = 1.0, P_mean: float = -1.2, P_std: float = 1.2, fps: float = 20.0,
-                 text_encoder: str | None = None, max_text_tokens: int = 40):
+                 text_encoder: str | None = None, max_text_tokens: int = 40, prediction: str = "edm"):
         net = DiT(in_channels=n_feats, dim=dim, depth=depth, heads=heads, mlp_ratio=mlp_ratio,
                   patch_size=patch_size, positions="sinusoidal", cond_dim=text_dim, pooled_dim=text_dim)
         EDMPrecond.__init__(self, net, sigma_data=sigma_data, P_mean=P_mean, P_std=P_std)
+        if prediction not in ("edm", "x0"):
+            raise ValueError(f"prediction must be 'edm' or 'x0', got {prediction!r}")
+        self.prediction = prediction
         self.n_feats, self.fps, self.text_encoder = n_feats, fps, text_encoder
         self.max_text_tokens = max_text_tokens
         self.null = NullCondition(text_dim, text_dim, length=1)
@@ -75,6 +81,12 @@ class MotionDenoiser(ModelMixin, EDMPrecond):
         return x * self.std.to(x) + self.mean.to(x)
 
     # --- the denoiser ----------------------------------------------------------------------------
+    def scalings(self, sigma):
+        """EDM's c_in; with prediction="x0" the network's output is the estimate itself (c_skip 0,
+        c_out 1), as in MDM: nothing of the noisy input reaches the output past the network."""
+        c_skip, c_out, c_in = EDMPrecond.scalings(self, sigma)
+        return (0.0, 1.0, c_in) if self.prediction == "x0" else (c_skip, c_out, c_in)
+
     def forward(self, x, sigma, *, net_output: bool = False, tokens=None, token_mask=None, pooled=None,
                 mask: torch.Tensor | None = None):
         """x: (B, C, T); sigma: (B,); tokens (B, L, text_dim), token_mask (B, L), pooled (B, text_dim): the

@@ -4,8 +4,8 @@ The plugin supplies the model (`MotionDenoiser`), the data (`MotionTextDataset` 
 folder; the procedural corpus is built under .cache/ when no folder is given) and the loss below; the
 loop, EMA, checkpoints and resume are `polydiff.core.train.fit`.
 
-Loss: the core diffusion loss (EDM weighting through the preconditioning, padding masked out) on
-normalised features, with the text replaced by the learned null condition for `cond_dropout` of the
+Loss: the core diffusion loss on normalised features, padding masked out (with prediction="x0" and
+uniform weighting it is MDM's plain x0 MSE, at EDM's log-normal noise levels), with the text replaced by the learned null condition for `cond_dropout` of the
 samples (classifier-free guidance). Optional MDM geometric terms (joint positions, velocities, foot
 contact) on the x0 estimate, through the differentiable features -> joints recovery; they cost a
 second forward pass, so the shipped CPU recipe leaves them off.
@@ -52,6 +52,7 @@ class NetConfig:
     P_mean: float = -1.2
     P_std: float = 1.2
     text_encoder: str | None = None     # None: the bundled MiniLM; else a local Hugging Face folder
+    prediction: str = "x0"              # "x0": the net predicts clean motion (MDM); "edm": EDM's skip mix
 
 
 @dataclass

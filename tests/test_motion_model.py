@@ -228,3 +228,20 @@ def test_demo_artifacts(tiny, tmp_path, monkeypatch):
         assert a.path.is_file() and a.path.stat().st_size > 0
         assert a.path.suffix == {"download": ".bvh", "image": ".gif", "model": ".glb"}[a.kind]
     assert all(a.poster.is_file() for a in arts if a.kind == "model")
+
+
+def test_parameterisations():
+    torch.manual_seed(0)
+    x, sigma = torch.randn(2, 263, 8), torch.tensor([0.3, 5.0])
+    for prediction in ("x0", "edm"):
+        m = MotionDenoiser(dim=32, depth=1, heads=2, prediction=prediction)
+        torch.nn.init.normal_(m.net.proj_out.weight, std=0.1)        # a non-zero net output
+        F = m(x, sigma, net_output=True)
+        c_in = (sigma**2 + 1).rsqrt()[:, None, None]
+        assert torch.allclose(F, m.net(c_in * x, sigma.log() / 4, cond=m.null(2)), atol=1e-6)
+        if prediction == "x0":      # the estimate is the network's output: no noisy input passes through
+            expect = F
+        else:                       # EDM, sigma_data = 1: c_skip = 1 / (s^2 + 1), c_out = s / sqrt(s^2 + 1)
+            s = sigma[:, None, None]
+            expect = x / (s**2 + 1) + s / (s**2 + 1).sqrt() * F
+        assert torch.allclose(m(x, sigma), expect, atol=1e-6)
