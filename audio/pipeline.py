@@ -44,10 +44,15 @@ SEGMENT_SECONDS = SEGMENT_FRAMES * HOP / 16000
 
 @dataclass
 class Sampling:
-    """How each segment is sampled. Defaults are the ones the benchmark's speed figures use."""
+    """How each segment is sampled. Defaults are the ones the benchmark's figures use.
+
+    One step by default: the shipped model (45 minutes of CPU training) denoises well at high noise but
+    has not yet learned the low-noise end, where longer samplers leave audible hiss (benchmarks/audio_eval.py
+    shows both); one step from pure noise gives its conditional mean, smoother but closer to the truth.
+    A longer-trained model wants e.g. steps=16."""
 
     sampler: str = "dpmpp_2m"
-    steps: int = 16
+    steps: int = 1
     cfg_notes: float = 1.5
     cfg_context: float = 1.0
     sigma_min: float = 0.002

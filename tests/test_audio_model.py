@@ -3,6 +3,8 @@
 A tiny model is trained for a few steps by the shared trainer on segments made here (sine-synth audio of
 known notes), saved as a checkpoint, and driven through the notebook functions and the CLI."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -12,7 +14,7 @@ from polydiff.audio.baseline import sine_synth
 from polydiff.audio.codec import N_MELS, SEGMENT_FRAMES, audio_to_mel, write_wav
 from polydiff.audio.model import AudioDiffusion, audio_loss, denoiser, guided_denoiser, token_times
 from polydiff.audio.notes import VOCAB, Note, encode_segments, pad_tokens, write_midi
-from polydiff.audio.pipeline import SEGMENT_SECONDS, continue_, load_model, synth
+from polydiff.audio.pipeline import SEGMENT_SECONDS, Sampling, continue_, load_model, synth
 from polydiff.audio.plugin import cli
 from polydiff.audio.train import trim_collate
 from polydiff.core.train import TrainConfig, fit
@@ -20,6 +22,9 @@ from polydiff.core.train import TrainConfig, fit
 TINY = {"channels": 16, "channel_mult": [1, 2], "heads": 2, "cond_dim": 32, "note_depth": 1, "context_depth": 1,
         "context_stride": 16, "max_tokens": 64}
 FAST = ["--steps", "2"]
+# the shipped model puts 0.67-0.73 of the demo tune's chroma energy in its 6 pitch classes (seeds 0-2;
+# FluidSynth 0.79, chance 0.5)
+CHROMA_SHARE_BOUND = 0.6
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -220,3 +225,17 @@ def test_export_ships_the_ema_weights_in_half_precision(checkpoint, model, tmp_p
     assert (tmp_path / "base" / "model.safetensors").stat().st_size < 0.6 * (checkpoint / "ema.safetensors").stat().st_size
     for (k, a), b in zip(model.state_dict().items(), shipped.state_dict().values()):
         assert b.dtype == a.dtype and torch.allclose(a, b, rtol=1e-3, atol=1e-4), k
+
+
+@pytest.mark.skipif(not (Path(__file__).parents[1] / "audio/checkpoints/base/config.json").is_file(),
+                    reason="no shipped audio checkpoint")
+def test_shipped_model_renders_a_tune_from_outside_the_corpus_in_its_own_pitch_classes():
+    import librosa
+    from polydiff.audio.demo import demo_notes
+
+    tune = demo_notes()                                         # flute + cello in C major, written here
+    audio = synth(tune, steps=Sampling.steps).audio
+    chroma = librosa.feature.chroma_stft(y=audio, sr=16000, n_fft=2048, hop_length=320, norm=None)
+    pcs = sorted({n.pitch % 12 for n in tune})                  # 6 of the 12 pitch classes
+    share = chroma[pcs].sum() / chroma.sum()
+    assert share > CHROMA_SHARE_BOUND, share                    # chance: 0.5
