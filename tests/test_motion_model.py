@@ -86,7 +86,6 @@ def test_generate_every_extension(tiny, tmp_path):
     again = pl.generate("a person walks forward then waves", seconds=2.0, num_samples=1, seed=1,
                         checkpoint=tiny["ckpt"], **FAST)
     assert np.allclose(again.features[0], motion.features[0], atol=1e-4)
-    assert not np.allclose(motion.features[0], motion.features[1], atol=1e-2)
 
 
 def test_cfg_scale_one_is_the_conditional_model(tiny):
