@@ -15,6 +15,7 @@ Foundation modules (no model needed):
     model       MotionDenoiser: MDM-style transformer denoiser (EDM preconditioning) on the core DiT
     train       training recipe (`polydiff train motion --config motion/configs/t2m_small.yaml`)
     pipeline    generate / inbetween / regenerate / generate_long -> Motion (saves itself by extension)
+    evaluator   OUR contrastive motion-text evaluator (R-precision, FID analogue; not the T2M one)
     demo        the motion part of `polydiff demo`
 
 Notebook use: `polydiff.motion.generate("a person walks forward then waves", seconds=6).save("walk.bvh")`.
