@@ -8,6 +8,8 @@ true samples of the same size). Rows:
   <method>           one cell per NFE budget: "SW2 (steps)"
   ode_adaptive       the adaptive PF-ODE solver at several tolerances, with the NFE it used
   dpmpp_2m NFE 10    the target cell again on Karras grids with a larger sigma_min (grid sensitivity)
+  fitted grid        the target cell on a 10-step grid fitted to this denoiser by
+                     `polydiff.core.stepopt.optimize_sigmas` (calibration noise from another seed)
 
 NFE is counted as denoiser calls on the batch (counted, not assumed): for each method the largest
 number of Karras steps whose run makes at most that many calls (heun: 2 per step minus 1, since its
@@ -35,6 +37,7 @@ import time
 import torch
 from polydiff.core.samplers import METHODS, sample
 from polydiff.core.schedules import karras_sigmas
+from polydiff.core.stepopt import optimize_sigmas
 from polydiff.core.testbed import GaussianMixture, sliced_wasserstein
 
 BUDGETS = (5, 10, 20, 50, 1000)
@@ -110,10 +113,17 @@ def run_testbed(name, mix, n, seed, device, projections):
         out = sample(mix, noise, karras_sigmas(10, sigma_min, SIGMA_MAX).to(device), "dpmpp_2m", progress=False)
         cells.append(f"sigma_min {sigma_min:g}: {sw(out, ref):.4f}")
     print(f"{'dpmpp_2m NFE 10':<20}" + "; ".join(cells))
-    ratio = table["dpmpp_2m", 10] / table["dpmpp_2m", 1000]
-    verdict = "met" if ratio <= 1.1 else "NOT met"
-    print(f"target dpmpp_2m NFE 10 / NFE 1000 = {table['dpmpp_2m', 10]:.4f} / {table['dpmpp_2m', 1000]:.4f}"
-          f" = {ratio:.2f}x (target <= 1.1x: {verdict})")
+    calib = torch.randn(1000, mix.dim, generator=torch.Generator().manual_seed(seed + 99), dtype=torch.float64)
+    t0 = time.time()
+    grid, info = optimize_sigmas(mix, calib.to(device), 10, SIGMA_MAX, "dpmpp_2m")
+    fitted = sw(sample(mix, noise, grid.to(device), "dpmpp_2m", progress=False), ref)
+    print(f"{'fitted grid':<20}dpmpp_2m NFE 10: {fitted:.4f}  (fit {time.time() - t0:.0f} s, {info['evals']} trial "
+          f"grids; grid {', '.join(f'{v:.3g}' for v in grid.tolist())})")
+    for label, value in (("Karras grid", table["dpmpp_2m", 10]), ("fitted grid", fitted)):
+        ratio = value / table["dpmpp_2m", 1000]
+        verdict = "met" if ratio <= 1.1 else "NOT met"
+        print(f"target dpmpp_2m NFE 10 ({label}) / NFE 1000 = {value:.4f} / {table['dpmpp_2m', 1000]:.4f}"
+              f" = {ratio:.2f}x (target <= 1.1x: {verdict})")
     return table, floor
 
 

@@ -20,7 +20,7 @@ from .plugin import PluginError, load_plugin, load_plugins, plugin_entry_points
 
 log = logging.getLogger("polydiff")
 
-CORE_COMMANDS = ("info", "demo", "train")
+CORE_COMMANDS = ("info", "demo", "train", "distill")
 
 
 # -- options shared by every command that computes something ------------------------------------
@@ -219,6 +219,11 @@ def train_cmd(plugin_name, config_path, overrides):
     if plugin.train is None:
         raise click.UsageError(f"plugin {plugin_name!r} has no training recipe")
     plugin.train(config_path, list(overrides))
+
+
+from .distill_cli import register as _register_distill  # after common_options: register() uses it
+
+_register_distill(cli)
 
 
 def main(argv=None):
