@@ -62,6 +62,7 @@ class Parameterisation(nn.Module):
     """Base class: subclasses define `scalings`, `c_noise`, `target` and `training_sigma`."""
 
     prediction = "x0"
+    accepts_float_sigma = True   # samplers may pass sigma as a Python float (see forward)
 
     def __init__(self, net):
         super().__init__()
@@ -83,7 +84,31 @@ class Parameterisation(nn.Module):
         """The training noise-level distribution, as its inverse CDF applied to uniform u in [0, 1)."""
         raise NotImplementedError
 
+    def scalar_scalings(self, sigma: float):
+        """(c_skip, c_out, c_in) as Python floats for one finite sigma > 0, the same values `scalings`
+        gives; None where a subclass has no closed form (the tensor path is used)."""
+        return None  # noqa: RET501  (the documented "no closed form" answer)
+
+    def scalar_c_noise(self, sigma: float) -> float:
+        return float(self.c_noise(torch.tensor([sigma], dtype=torch.float64)))
+
+    def _has_scalar_path(self) -> bool:
+        """Only where `scalings` and `scalar_scalings` come from the same class: a subclass that overrides
+        `scalings` alone (e.g. to force x0 prediction) must not get its parent's scalar formulas."""
+        cls = type(self)
+        ok = _SCALAR_OK.get(cls)
+        if ok is None:
+            owner = next(k for k in cls.__mro__ if "scalings" in vars(k))
+            ok = _SCALAR_OK[cls] = "scalar_scalings" in vars(owner)
+        return ok
+
     def forward(self, x: torch.Tensor, sigma, *, net_output: bool = False, **cond) -> torch.Tensor:
+        """x: (B, ...); sigma: (B,) tensor, 0-d tensor or float. A Python float in (0, inf) (what the
+        samplers pass) takes the scalar path: coefficients in float math, four tensor ops per call."""
+        if type(sigma) is float and 0.0 < sigma < math.inf and self._has_scalar_path():
+            coeffs = self.scalar_scalings(sigma)
+            if coeffs is not None:
+                return self._forward_scalar(x, sigma, coeffs, net_output, cond)
         sigma = _batch_sigma(sigma, x)
         c_skip, c_out, c_in = (_bcast(c, x) for c in self.scalings(sigma))
         F = self.net(x if _const(c_in, 1) else c_in * x, self.c_noise(sigma), **cond)
@@ -94,6 +119,20 @@ class Parameterisation(nn.Module):
         if _const(c_out, 1):
             return skip + F.to(x.dtype)
         return torch.addcmul(skip, c_out, F.to(x.dtype))
+
+
+    def _forward_scalar(self, x, sigma, coeffs, net_output, cond):
+        c_skip, c_out, c_in = coeffs
+        F = self.net(x if c_in == 1 else x * c_in, x.new_full((x.shape[0],), self.scalar_c_noise(sigma)), **cond)
+        if net_output:
+            return F
+        F = F.to(x.dtype)
+        if c_skip == 0:
+            return F if c_out == 1 else F * c_out
+        return torch.add(x if c_skip == 1 else x * c_skip, F, alpha=c_out)
+
+
+_SCALAR_OK: dict[type, bool] = {}
 
 
 class EDMPrecond(Parameterisation):
@@ -115,8 +154,16 @@ class EDMPrecond(Parameterisation):
         c_in = torch.where(torch.isposinf(sigma), one, norm.reciprocal())
         return c_skip, c_out, c_in
 
+    def scalar_scalings(self, sigma):
+        sd = self.sigma_data
+        norm = math.hypot(sigma, sd)
+        return (sd / norm) ** 2, sigma * sd / norm, 1.0 / norm
+
     def c_noise(self, sigma):
         return sigma.log() / 4
+
+    def scalar_c_noise(self, sigma):
+        return math.log(sigma) / 4
 
     def training_sigma(self, u):
         return torch.exp(self.P_mean + self.P_std * math.sqrt(2) * torch.erfinv(2 * u - 1))
@@ -149,6 +196,20 @@ class VPDenoiser(Parameterisation):
             return 0.0, 1.0, c_in
         # v: D = alpha x_vp - sigma_vp v; sigma_vp = 1/sqrt(1 + 1/s^2) is exact at 0 and inf
         return alpha.square(), torch.hypot(one, sigma.reciprocal()).reciprocal().neg(), c_in
+
+    def scalar_scalings(self, sigma):
+        alpha = 1.0 / math.hypot(1.0, sigma)
+        if self.prediction == "eps":
+            return 1.0, -sigma, alpha
+        if self.prediction == "x0":
+            return 0.0, 1.0, alpha
+        return alpha * alpha, -1.0 / math.hypot(1.0, 1.0 / sigma), alpha
+
+    def scalar_c_noise(self, sigma):
+        if not isinstance(self.schedule, DiscreteSchedule):
+            return super().scalar_c_noise(sigma)
+        t = self.schedule.scalar_sigma_to_t(sigma)
+        return (round(t) if self.quantize else t) * self.t_scale
 
     def c_noise(self, sigma):
         t = self.schedule.sigma_to_t(sigma)
@@ -188,8 +249,14 @@ class VEDenoiser(Parameterisation):
             return 1.0, -sigma, 1.0
         return 0.0, 1.0, 1.0
 
+    def scalar_scalings(self, sigma):
+        return (1.0, -sigma, 1.0) if self.prediction == "eps" else (0.0, 1.0, 1.0)
+
     def c_noise(self, sigma):
         return (sigma / 2).log()
+
+    def scalar_c_noise(self, sigma):
+        return math.log(sigma / 2)
 
     def target(self, x0, noise, sigma):
         return noise if self.prediction == "eps" else x0
@@ -219,9 +286,16 @@ class FlowDenoiser(Parameterisation):
         t = (one + sigma.reciprocal()).reciprocal()
         return one_minus_t, t.neg(), one_minus_t
 
+    def scalar_scalings(self, sigma):
+        one_minus_t = 1.0 / (1.0 + sigma)
+        return one_minus_t, -1.0 / (1.0 + 1.0 / sigma), one_minus_t
+
     def c_noise(self, sigma):
         t = (torch.ones_like(sigma) + sigma.reciprocal()).reciprocal()
         return t if self.t_scale == 1 else t * self.t_scale
+
+    def scalar_c_noise(self, sigma):
+        return 1.0 / (1.0 + 1.0 / sigma) * self.t_scale
 
     def target(self, x0, noise, sigma):
         return noise - x0

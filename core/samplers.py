@@ -59,10 +59,14 @@ class _Run:
             raise TypeError("x must be a floating-point tensor (B, ...) already at noise level sigmas[0]")
         self.sig = _check_sigmas(sigmas)
         self.batch, self.offset = x.shape[0], 0
+        # our parameterisations take a float sigma (coefficients in float math); others get a (B,) tensor
+        self.float_sigma = getattr(denoiser, "accepts_float_sigma", False) is True
         show = _progress.enabled() if progress is None else progress
         self.bar = (lambda n: _progress.progress(range(n), desc=desc)) if show else range
 
     def __call__(self, x, sigma: float):
+        if self.float_sigma:
+            return self.denoiser(x, float(sigma), **self.cond)
         return self.denoiser(x, x.new_full((self.batch,), sigma), **self.cond)
 
     def noise(self, x):
@@ -206,8 +210,9 @@ def sample_heun(denoiser, x, sigmas, *, generator=None, cond=None, callback=None
         else:
             x_euler = torch.lerp(denoised, x, s_next / s)
             denoised_next = run(x_euler, s_next)
-            slope = ((x - denoised) / s + (x_euler - denoised_next) / s_next) / 2
-            x = x + (s_next - s) * slope
+            # x + (s_next - s) * mean of the slopes (x - D) / s at both ends; as (x_euler - D') / s_next =
+            # (x - D) / s + (D - D') / s_next, that is x_euler + (s_next - s) / (2 s_next) * (D - D')
+            x = torch.add(x_euler, denoised - denoised_next, alpha=(s_next - s) / (2 * s_next))
         run.report(i, x, s, s_next, denoised)
     return x
 

@@ -149,6 +149,10 @@ class DiscreteSchedule:
             t = np.where(log_sigma == np.inf, self.num_train_timesteps - 1.0, t)
         return torch.from_numpy(np.asarray(t, dtype=np.float64))
 
+    def scalar_sigma_to_t(self, sigma: float) -> float:
+        """`sigma_to_t` for one finite sigma as a Python float (the samplers' per-call fast path)."""
+        return float(np.interp(math.log(sigma), self._np_log_sigmas, self._np_grid))
+
     def _sigma_to_t_torch(self, sigma: torch.Tensor) -> torch.Tensor:
         """`sigma_to_t` in torch ops on sigma's device (no host sync)."""
         log_sigma = sigma.double().log()

@@ -210,3 +210,26 @@ def test_training_noise_level_distributions():
 def test_loss_rejects_a_bare_network():
     with pytest.raises(TypeError, match="precond wrapper"):
         diffusion_loss(nn.Linear(2, 2), torch.zeros(2, 2))
+
+
+def test_float_sigma_path_equals_tensor_path_and_subclasses_keep_their_scalings():
+    """Samplers pass sigma as a float (coefficients in float math): same denoiser output as a (B,) tensor
+    sigma; a subclass that overrides `scalings` alone is not given its parent's float formulas."""
+    def net(x, c_noise):
+        return torch.tanh(x) * (1 + 0.1 * c_noise.reshape(-1, 1))
+
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    table = DiscreteSchedule.named("scaled_linear")
+    wrappers = [EDMPrecond(net, sigma_data=0.7), VEDenoiser(net), VEDenoiser(net, prediction="x0"),
+                FlowDenoiser(net, t_scale=1000), *(VPDenoiser(net, table, p) for p in ("eps", "x0", "v")), VPDenoiser(net, table, quantize=True)]
+    for d in wrappers:
+        for s in (0.01, 0.7, 3.0, 60.0):
+            torch.testing.assert_close(d(x, s), d(x, torch.full((5,), s, dtype=torch.float64)), rtol=1e-12, atol=1e-12)
+
+    class X0(EDMPrecond):
+        def scalings(self, sigma):
+            return 0.0, 1.0, EDMPrecond.scalings(self, sigma)[2]
+
+    d = X0(net)
+    torch.testing.assert_close(d(x, 2.0), d(x, torch.full((5,), 2.0, dtype=torch.float64)), rtol=0, atol=0)
+    assert not torch.allclose(d(x, 2.0), EDMPrecond(net)(x, 2.0))
