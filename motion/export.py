@@ -4,7 +4,7 @@
     .glb / .gltf  skinned stick rig with the animation (gltf.py)
     .npz          `joints` (T, 22, 3) metres, `fps`, and `features` (T-1, 263) when given or computable
     .gif          stick-figure preview (preview.py)
-    .mp4          the same preview through ffmpeg, when ffmpeg is on PATH
+    .mp4          the same preview through ffmpeg (on PATH, else imageio-ffmpeg's static build)
 
 Every writer goes through a temporary file beside the target and a rename, so a failure never leaves a
 half-written output. `load_motion` reads .npz, .npy (joints (T, 22, 3) or HumanML3D features (T, 263))
@@ -85,11 +85,24 @@ def save_motion(
     return path
 
 
+def find_ffmpeg() -> str | None:
+    """An ffmpeg executable: the one on PATH, else the static build the `imageio-ffmpeg` wheel carries."""
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        try:
+            import imageio_ffmpeg
+            exe = imageio_ffmpeg.get_ffmpeg_exe()
+        except (ImportError, RuntimeError):
+            return None
+    return exe
+
+
 def _write_mp4(path: Path, joints: np.ndarray, fps: float, title) -> Path:
-    ffmpeg = shutil.which("ffmpeg")
+    ffmpeg = find_ffmpeg()
     if ffmpeg is None:
         raise MotionFileError(
-            "writing .mp4 needs ffmpeg on PATH (e.g. `apt-get install ffmpeg`); write a .gif preview instead"
+            "writing .mp4 needs ffmpeg (`pip install imageio-ffmpeg` or `apt-get install ffmpeg`); "
+            "write a .gif preview instead"
         )
     frames = render_frames(joints, title=title, fps=fps)
     h, w = frames.shape[1:3]

@@ -22,7 +22,6 @@ from the concatenated features in one recovery, so the root path runs on across 
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from polydiff.core.text import TextEncoder
 
 from . import features as ft
 from . import skeleton as sk
-from .export import FORMATS, MotionFileError, load_motion, save_motion
+from .export import FORMATS, MotionFileError, find_ffmpeg, load_motion, save_motion
 from .model import MotionDenoiser
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
@@ -134,9 +133,9 @@ def check_output(path) -> Path:
     if path.suffix.lower() not in FORMATS:
         raise MotionError(f"unknown output extension {path.suffix or '(none)'!r} in {path.name!r}; "
                           f"use one of {', '.join(FORMATS)}")
-    if path.suffix.lower() == ".mp4" and shutil.which("ffmpeg") is None:
-        raise MotionError(f"{path.name}: writing .mp4 needs ffmpeg on PATH (e.g. `apt-get install ffmpeg`); "
-                          "use .gif for a preview without it")
+    if path.suffix.lower() == ".mp4" and find_ffmpeg() is None:
+        raise MotionError(f"{path.name}: writing .mp4 needs ffmpeg (`pip install imageio-ffmpeg` or "
+                          "`apt-get install ffmpeg`); use .gif for a preview without it")
     return path
 
 

@@ -152,7 +152,7 @@ def test_save_motion_bad_inputs_leave_nothing(tmp_path, clip):
         export.save_motion(tmp_path / "m.bvh", clip, fps=0)
     with pytest.raises(export.MotionFileError, match="NaN"):
         export.save_motion(tmp_path / "m.npz", np.full((3, 22, 3), np.nan))
-    if __import__("shutil").which("ffmpeg") is None:
+    if export.find_ffmpeg() is None:
         with pytest.raises(export.MotionFileError, match="ffmpeg"):
             export.save_motion(tmp_path / "m.mp4", clip[:3])
     assert not list(tmp_path.iterdir())
