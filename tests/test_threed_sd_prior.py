@@ -10,19 +10,22 @@ from __future__ import annotations
 import json
 import shutil
 
+import diffusers
 import pytest
 import torch
-
-diffusers = pytest.importorskip("diffusers")
-transformers = pytest.importorskip("transformers")
-
-from polydiff.core.checkpoint import CheckpointError  # noqa: E402
-from polydiff.threed.cameras import make_cameras  # noqa: E402
-from polydiff.threed.field import RadianceField  # noqa: E402
-from polydiff.threed.render import render  # noqa: E402
-from polydiff.threed.sd_prior import (StableDiffusionPrior, alphas_cumprod_from_config,  # noqa: E402
-                                      eps_from_prediction, is_diffusers_folder)
-from polydiff.threed.sds import score_distillation  # noqa: E402
+import transformers
+from polydiff.core.checkpoint import CheckpointError
+from polydiff.threed.cameras import make_cameras
+from polydiff.threed.field import RadianceField
+from polydiff.threed.prior import load_prior
+from polydiff.threed.render import render
+from polydiff.threed.sd_prior import (
+    StableDiffusionPrior,
+    alphas_cumprod_from_config,
+    eps_from_prediction,
+    is_diffusers_folder,
+)
+from polydiff.threed.sds import score_distillation
 
 MAX_TOKENS = 12
 
@@ -51,11 +54,17 @@ def build_pipeline(folder, prediction_type="epsilon"):
         up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
         layers_per_block=1, norm_num_groups=4, sample_size=16)
     scheduler = diffusers.DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                                        prediction_type=prediction_type)
-    pipe = diffusers.StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                             scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                             requires_safety_checker=False)
-    pipe.save_pretrained(folder)
+                                        prediction_type=prediction_type, clip_sample=False)
+    # the layout StableDiffusionPipeline.save_pretrained writes, part by part (importing the pipeline
+    # module alone takes seconds)
+    parts = {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
+    for name, part in parts.items():
+        part.save_pretrained(folder / name)
+    index = {"_class_name": "StableDiffusionPipeline", "_diffusers_version": diffusers.__version__,
+             "safety_checker": [None, None], "feature_extractor": [None, None], "requires_safety_checker": False,
+             **{name: [type(part).__module__.split(".")[0], type(part).__name__]
+                for name, part in parts.items()}}
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
     return folder
 
 
@@ -192,3 +201,6 @@ def test_incomplete_folder_gives_one_clear_error(sd_folder, tmp_path):
     msg = str(err.value)
     assert str(folder) in msg and "unet/" in msg and "scheduler/scheduler_config.json" in msg
     assert "vae" not in msg                                                # only what is missing is named
+    with pytest.raises(CheckpointError, match="unet/"):                    # the same through load_prior
+        load_prior(folder)
+    assert isinstance(load_prior(sd_folder), StableDiffusionPrior)
