@@ -35,6 +35,8 @@ classifier-free guidance for sampling.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from polydiff.core.checkpoint import ModelMixin
 from polydiff.core.conditioning import Condition, FrameConditioner, NullCondition, TokenConditioner
@@ -43,8 +45,11 @@ from polydiff.core.precond import EDMPrecond
 from polydiff.core.transformer import DiT
 from polydiff.core.unet import UNet1D
 
-from .codec import N_MELS, SEGMENT_FRAMES
+from .codec import N_FFT, N_MELS, SAMPLE_RATE, SEGMENT_FRAMES, db_to_unit, mel_filters
 from .notes import VOCAB, decode_segments
+
+TEMPLATE_SCALE = 56.0          # mel_template levels: notes peak near the corpus level (-17 dB at template peaks)
+DRUM_SCALE = 1.5             # drum bursts about as loud as the corpus drums
 
 SILENCE = -1.0                         # the codec's value of silence: the context of a first segment
 
@@ -68,20 +73,67 @@ def choose(cond: Condition, null: NullCondition, keep: torch.Tensor) -> Conditio
                      torch.where(k[:, None], cond.pooled, empty.pooled.to(cond.pooled.dtype)))
 
 
-def piano_roll(tokens: torch.Tensor, frames: int = SEGMENT_FRAMES) -> torch.Tensor:
-    """tokens (B, L) of single segments -> roll (B, 128, frames): for every decoded note, velocity / 127 on
-    its first two frames and half that until its offset (drums: the two onset frames at their key)."""
-    roll = torch.zeros(tokens.shape[0], 128, frames)
+def note_rolls(tokens: torch.Tensor, frames: int = SEGMENT_FRAMES) -> tuple[torch.Tensor, torch.Tensor]:
+    """tokens (B, L) of single segments -> (pitched, drums), each (B, 128, frames): for every decoded
+    note, velocity / 127 on its first two frames and half that until its offset (drums: the two onset
+    frames at their key). A note tied in from the previous segment has no onset here, only the sustain
+    (at the tie velocity 64): its onset lies in the previous segment."""
+    pitched = torch.zeros(tokens.shape[0], 128, frames)
+    drums = torch.zeros(tokens.shape[0], 128, frames)
     fps = frames / (VOCAB.segment_steps * 0.01)
     for b, row in enumerate(tokens.tolist()):
+        tied = set(row[: row.index(VOCAB.tie)]) if VOCAB.tie in row else set()
         for n in decode_segments([row]):
             on = min(round(n.onset * fps), frames - 1)
             off = max(min(round(n.offset * fps), frames), on + 1)
             v = n.velocity / 127
-            if not n.is_drum:
-                roll[b, n.pitch, on:off] = torch.maximum(roll[b, n.pitch, on:off], torch.tensor(v / 2))
-            roll[b, n.pitch, on:on + 2] = v
-    return roll.to(tokens.device)
+            if n.is_drum:
+                drums[b, n.pitch, on:on + 2] = torch.clamp(drums[b, n.pitch, on:on + 2], min=v)
+                continue
+            pitched[b, n.pitch, on:off] = torch.clamp(pitched[b, n.pitch, on:off], min=v / 2)
+            if not (on == 0 and VOCAB.pitch_offset + n.pitch in tied):
+                pitched[b, n.pitch, on:on + 2] = v
+    return pitched.to(tokens.device), drums.to(tokens.device)
+
+
+def piano_roll(tokens: torch.Tensor, frames: int = SEGMENT_FRAMES) -> torch.Tensor:
+    """tokens (B, L) of single segments -> roll (B, 128, frames): pitched notes and drums of
+    `note_rolls` in one picture (drums at their key)."""
+    pitched, drums = note_rolls(tokens, frames)
+    return torch.maximum(pitched, drums)
+
+
+@lru_cache(maxsize=1)
+def harmonic_table(harmonics: int = 16) -> torch.Tensor:
+    """(128 pitches, 128 mel bins): the mel magnitude of a unit-level note of each MIDI pitch, harmonics
+    k = 1..16 at amplitude 1/k (up to 8 kHz), each spread over the two STFT bins around its frequency."""
+    n_bins = N_FFT // 2 + 1
+    spec = torch.zeros(128, n_bins, dtype=torch.float64)
+    f0 = 440.0 * 2 ** ((torch.arange(128, dtype=torch.float64) - 69) / 12)
+    for k in range(1, harmonics + 1):
+        pos = k * f0 / (SAMPLE_RATE / N_FFT)                  # fractional STFT bin of harmonic k
+        lo = pos.floor().long()
+        w = pos - lo
+        ok = lo + 1 < n_bins
+        rows = torch.arange(128)[ok]
+        spec[rows, lo[ok]] += (1 - w[ok]) / k
+        spec[rows, lo[ok] + 1] += w[ok] / k
+    return (spec.float() @ mel_filters()).contiguous()
+
+
+def mel_template(pitched: torch.Tensor, drums: torch.Tensor) -> torch.Tensor:
+    """(B, 128 mel, frames) in [-1, 1]: the notes drawn in the mel's own frequency axis, a harmonic
+    stack per sounding note at a level that follows the roll (velocity, onsets 6 dB up), drums as a
+    flat broadband burst, on the codec's dB scale. Why: the denoiser sees mel bins as channels, and a
+    condition already laid out along those channels needs no learned pitch -> harmonics map (a linear
+    map of 128 x 128 the network otherwise has to find from a few thousand steps)."""
+    table = harmonic_table().to(pitched.device, pitched.dtype)                       # (128 p, 128 m)
+    level = TEMPLATE_SCALE * pitched.square()                                          # (B, 128 p, T)
+    lin = torch.einsum("bpt,pm->bmt", level, table)
+    flat = mel_filters().sum(0).to(pitched.device, pitched.dtype)                        # (128 m,)
+    lin = lin + DRUM_SCALE * flat[None, :, None] * drums.square().sum(1, keepdim=True)
+    db = 20 * torch.log10(lin.clamp_min(1e-10))
+    return db_to_unit(db)
 
 
 def token_times(ids: torch.Tensor, time_bin: int) -> torch.Tensor:
@@ -105,18 +157,20 @@ class AudioDiffusion(ModelMixin):
                  context_depth: int = 1, context_stride: int = 8, time_bin: int = 8, max_tokens: int = 256,
                  sigma_data: float = 0.5, p_drop_notes: float = 0.1, p_drop_context: float = 0.1,
                  roll: bool = True, backbone: str = "unet", channels: int = 96,
-                 channel_mult: tuple[int, ...] = (1, 2, 2)):
+                 channel_mult: tuple[int, ...] = (1, 2, 2), template: bool = False, p_mean: float = -1.2,
+                 p_std: float = 1.2):
         super().__init__()
         self.n_mels, self.frames, self.max_tokens, self.time_bin = n_mels, frames, max_tokens, time_bin
         self.sigma_data, self.p_drop_notes, self.p_drop_context = sigma_data, p_drop_notes, p_drop_context
-        self.use_roll = roll
+        self.use_roll, self.use_template = roll, template
+        self.p_mean, self.p_std = p_mean, p_std                # training noise levels (EDM log-normal)
         n_time_bins = VOCAB.n_time // time_bin + 1
         self.notes = TokenConditioner([VOCAB.size, n_time_bins], cond_dim, depth=note_depth, heads=heads,
                                       pad_id=VOCAB.pad)
         self.context = FrameConditioner(n_mels, cond_dim, depth=context_depth, heads=heads, stride=context_stride)
         self.null_notes = NullCondition(cond_dim)
         self.null_context = NullCondition(cond_dim)
-        in_channels = n_mels + (128 if roll else 0)
+        in_channels = n_mels + (128 if roll else 0) + (n_mels if template else 0)
         if backbone == "unet":
             self.net = UNet1D(in_channels, n_mels, channels=channels, channel_mult=tuple(channel_mult),
                               num_res_blocks=1, attn_levels=(len(channel_mult) - 1,), heads=heads,
@@ -138,13 +192,22 @@ class AudioDiffusion(ModelMixin):
         notes = choose(self.notes(ids), self.null_notes, use_notes)
         ctx = choose(self.context(context), self.null_context, use_context)
         roll = None
-        if self.use_roll:
-            roll = piano_roll(tokens, self.frames).to(context.dtype) * use_notes[:, None, None].to(context.dtype)
+        if self.use_roll or self.use_template:
+            pitched, drums = note_rolls(tokens, self.frames)
+            parts = [torch.maximum(pitched, drums)] if self.use_roll else []
+            if self.use_template:                      # 0 = silence - 1 where dropped, like the roll
+                parts.append(mel_template(pitched, drums) + 1)
+            keep = use_notes[:, None, None].to(context.dtype)
+            roll = torch.cat(parts, 1).to(context.dtype) * keep
         return join(notes, ctx), roll
 
+    @property
+    def note_channels(self) -> bool:
+        return self.use_roll or self.use_template
+
     def denoise(self, x, c_noise, cond: Condition, roll=None):
-        """The DiT on the noisy mel (B, 128, T) with the roll as extra channels."""
-        if self.use_roll:
+        """The backbone on the noisy mel (B, 128, T) with the note channels (roll, template) appended."""
+        if self.note_channels:
             x = torch.cat([x, roll.to(x.dtype)], 1)
         return self.net(x, c_noise, cond=cond)
 
@@ -168,7 +231,8 @@ def audio_loss(model, batch, generator):
     u = torch.rand(2, b, generator=generator, device=generator.device).to(dev)
     cond = {"tokens": tokens, "context": context, "use_notes": u[0] >= raw.p_drop_notes,
             "use_context": u[1] >= raw.p_drop_context}
-    return diffusion_loss(EDMPrecond(model, sigma_data=raw.sigma_data), mel, cond, generator=generator)
+    param = EDMPrecond(model, sigma_data=raw.sigma_data, P_mean=raw.p_mean, P_std=raw.p_std)
+    return diffusion_loss(param, mel, cond, generator=generator)
 
 
 def guided_denoiser(model: AudioDiffusion, tokens, context, cfg_notes: float = 1.0, cfg_context: float = 1.0,
@@ -193,7 +257,7 @@ def guided_denoiser(model: AudioDiffusion, tokens, context, cfg_notes: float = 1
     with torch.no_grad():
         both = [model.condition(tokens, context, n, c) for n, c in passes]
     conds = Condition.cat([c for c, _ in both])                                  # (len(passes) B)
-    rolls = torch.cat([r for _, r in both]) if model.use_roll else None
+    rolls = torch.cat([r for _, r in both]) if model.note_channels else None
     rows = [torch.arange(i * b, (i + 1) * b, device=context.device) for i in range(len(passes))]
 
     def net(x, c_noise, rows):

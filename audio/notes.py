@@ -209,44 +209,51 @@ def n_segments(notes: list[Note], vocab: Vocab = VOCAB) -> int:
 def encode_segments(notes: list[Note], n_segs: int | None = None, vocab: Vocab = VOCAB) -> list[list[int]]:
     """Token list (ending in EOS) for each segment of the piece."""
     q = quantize(notes)
-    L = vocab.segment_steps
     n_segs = n_segments(notes, vocab) if n_segs is None else n_segs
-    segs = []
-    for s in range(n_segs):
-        start, end = s * L, (s + 1) * L
-        ties = sorted((prog, pitch) for on, off, pitch, _, prog, drum in q
-                      if not drum and on < start < off)
-        # (time, kind, program, velocity bin, pitch, drum); kind 0 = off sorts before 1 = on at equal time
-        events = []
-        for on, off, pitch, vel, prog, drum in q:
-            if start <= on < end:
-                events.append((on - start, 1, prog, vocab.velocity_to_bin(vel), pitch, drum))
-            if not drum and start < off <= end:
-                events.append((off - start, 0, prog, 0, pitch, False))
-        events.sort(key=lambda e: (e[0], e[1], e[5], e[2], e[4]))
-        toks: list[int] = []
-        prog_state = None
-        for prog, pitch in ties:
-            if prog != prog_state:
-                toks.append(vocab.program_offset + prog)
-                prog_state = prog
-            toks.append(vocab.pitch_offset + pitch)
-        toks.append(vocab.tie)
-        time_state, prog_state, vel_state = None, None, None
-        for t, _, prog, vbin, pitch, drum in events:
-            if t != time_state:
-                toks.append(vocab.time_offset + t)
-                time_state = t
-            if not drum and prog != prog_state:
-                toks.append(vocab.program_offset + prog)
-                prog_state = prog
-            if vbin != vel_state:
-                toks.append(vocab.velocity_offset + vbin)
-                vel_state = vbin
-            toks.append((vocab.drum_offset if drum else vocab.pitch_offset) + pitch)
-        toks.append(vocab.eos)
-        segs.append(toks)
-    return segs
+    return [_encode_window(q, s * vocab.segment_steps, vocab) for s in range(n_segs)]
+
+
+def window_tokens(notes: list[Note], start_step: int, vocab: Vocab = VOCAB) -> list[int]:
+    """The tokens of one segment-long window starting at `start_step` (10-ms steps, any integer, also
+    negative or off the segment grid): what `encode_segments` gives for a segment starting there, with
+    notes already sounding at `start_step` in the tie section. The pipelines' overlapping windows use it;
+    at start_step = k * SEGMENT_STEPS it equals encode_segments(notes)[k]."""
+    return _encode_window(quantize(notes), start_step, vocab)
+
+
+def _encode_window(q, start: int, vocab: Vocab) -> list[int]:
+    end = start + vocab.segment_steps
+    ties = sorted((prog, pitch) for on, off, pitch, _, prog, drum in q if not drum and on < start < off)
+    # (time, kind, program, velocity bin, pitch, drum); kind 0 = off sorts before 1 = on at equal time
+    events = []
+    for on, off, pitch, vel, prog, drum in q:
+        if start <= on < end:
+            events.append((on - start, 1, prog, vocab.velocity_to_bin(vel), pitch, drum))
+        if not drum and start < off <= end:
+            events.append((off - start, 0, prog, 0, pitch, False))
+    events.sort(key=lambda e: (e[0], e[1], e[5], e[2], e[4]))
+    toks: list[int] = []
+    prog_state = None
+    for prog, pitch in ties:
+        if prog != prog_state:
+            toks.append(vocab.program_offset + prog)
+            prog_state = prog
+        toks.append(vocab.pitch_offset + pitch)
+    toks.append(vocab.tie)
+    time_state, prog_state, vel_state = None, None, None
+    for t, _, prog, vbin, pitch, drum in events:
+        if t != time_state:
+            toks.append(vocab.time_offset + t)
+            time_state = t
+        if not drum and prog != prog_state:
+            toks.append(vocab.program_offset + prog)
+            prog_state = prog
+        if vbin != vel_state:
+            toks.append(vocab.velocity_offset + vbin)
+            vel_state = vbin
+        toks.append((vocab.drum_offset if drum else vocab.pitch_offset) + pitch)
+    toks.append(vocab.eos)
+    return toks
 
 
 # -- tokens -> notes ----------------------------------------------------------------------------

@@ -5,11 +5,15 @@
     result = polydiff.audio.continue_("start.wav", seconds=10)  # start + 10 s more, free or on notes
     result.save("more.wav")
 
-Both run segment by segment (5.12 s each): a segment is sampled by a core sampler from the two-scale
-CFG denoiser of `model.guided_denoiser`, conditioned on its notes and on the previous segment's mel
-(the one just generated, or the end of the given start). Only the previous segment is kept while
-sampling, and the mel is vocoded as one stream by the chunked Griffin-Lim (`GriffinLim.stream`), so
-there is no seam at segment joins and memory stays constant however long the piece is.
+Both run window by window (5.12 s each): a window is sampled by a core sampler from the two-scale
+CFG denoiser of `model.guided_denoiser`, conditioned on its notes and on the 5.12 s of mel before it
+(just generated, or the end of the given start). Windows overlap: each one starts `overlap` frames
+before the end of what is already there and re-generates those frames, and the level difference
+between them and the frames already there (per mel bin) is added to the window's new frames, fading
+out over `fade` frames (`windows`). Without it each window would start at its own level, a step at
+every join. Only the last two windows' frames are kept while sampling, and the mel is vocoded as one
+stream by the chunked Griffin-Lim (`GriffinLim.stream`), so the vocoder adds no seam either and memory
+stays constant however long the piece is.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from .codec import (
     write_wav_stream,
 )
 from .model import SILENCE, AudioDiffusion, guided_denoiser
-from .notes import VOCAB, MidiError, encode_segments, n_segments, pad_tokens, read_midi
+from .notes import VOCAB, MidiError, n_segments, pad_tokens, read_midi, window_tokens
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "base"
 SEGMENT_SECONDS = SEGMENT_FRAMES * HOP / 16000
@@ -59,8 +63,13 @@ class Sampling:
     sigma_max: float = 10.0
     seed: int = 0
     gl_iters: int = 32               # Griffin-Lim iterations of the vocoder
+    overlap: int = 8                 # frames each window re-generates before the join (see `windows`)
+    fade: int = 25                   # frames over which the level offset at a join fades out
 
     def check(self) -> None:
+        if not 0 <= self.overlap < SEGMENT_FRAMES // 2 or self.fade < 1:
+            raise ValueError(f"need 0 <= overlap < {SEGMENT_FRAMES // 2} and fade >= 1, got {self.overlap}, "
+                             f"{self.fade}")
         if self.sampler not in METHODS:
             raise ValueError(f"unknown sampler {self.sampler!r}; use one of {', '.join(METHODS)}")
         if self.steps < 1:
@@ -96,16 +105,50 @@ def sample_segment(model, tokens, context, opts: Sampling, generator, use_notes:
     return out.clamp(-1, 1)
 
 
-def segments(model, token_rows, context: torch.Tensor, opts: Sampling, generator, use_notes=True):
-    """Yield segment mels (128, 256) one by one, each conditioned on its token row and on the previous
-    segment (the first on `context`, (128, 256))."""
+def block_lengths(n_frames: int, known: int, overlap: int) -> list[tuple[int, int]]:
+    """(overlap, new frames) of each window that extends `known` frames by `n_frames`: a window
+    re-generates min(known so far, overlap) frames, more for the last one so that it ends exactly at
+    n_frames (its start moves back instead of sampling a mostly unused window)."""
+    out, done = [], 0
+    while done < n_frames:
+        ov = min(known + done, max(overlap, SEGMENT_FRAMES - (n_frames - done)))
+        n = min(SEGMENT_FRAMES - ov, n_frames - done)
+        out.append((ov, n))
+        done += n
+    return out
+
+
+def windows(model, notes, known: torch.Tensor, n_frames: int, opts: Sampling, generator):
+    """Yield mel blocks (128, t) that continue `known` (128, T0) (T0 may be 0) by n_frames frames.
+
+    notes: `Note`s with time 0 at the end of `known` (a window before time 0 has no notes there), or
+    None for free continuation (the notes condition dropped). Each window is 256 frames conditioned on
+    the 256 frames before it and on its notes (`window_tokens`, notes sounding into it as ties); its
+    first `ov` frames lie over frames already there. Why the offset: the model's level in a window is
+    its own estimate, and two windows' estimates of the same frames differ; d = (frames there - the
+    window's frames), averaged over the last 4 overlapping frames per mel bin, is added to its new
+    frames with a weight falling linearly from 1 to 0 over `fade` frames, so a join is continuous
+    while any change the window itself has at the join (an onset) is kept."""
     dev = next(model.parameters()).device
-    ctx = context.to(dev)[None]
-    for row in token_rows:
-        tok = torch.as_tensor(row, dtype=torch.long, device=dev)[None]
-        mel = sample_segment(model, tok, ctx, opts, generator, use_notes)
-        yield mel[0]
-        ctx = mel
+    keep = 2 * SEGMENT_FRAMES                          # the longest overlap plus its context
+    hist = known[:, -keep:].to(dev)
+    done = 0
+    for ov, n in block_lengths(n_frames, known.shape[-1], opts.overlap):
+        ctx = torch.full((N_MELS, SEGMENT_FRAMES), SILENCE, device=dev)
+        before = hist[:, : hist.shape[-1] - ov][:, -SEGMENT_FRAMES:]
+        ctx[:, SEGMENT_FRAMES - before.shape[-1]:] = before
+        row = window_tokens(notes, 2 * (done - ov)) if notes else [VOCAB.tie, VOCAB.eos]   # 2 steps/frame
+        tok = torch.from_numpy(pad_tokens([row], model.max_tokens)[0].astype(np.int64)).to(dev)
+        mel = sample_segment(model, tok, ctx[None], opts, generator, use_notes=bool(notes))[0]
+        new = mel[:, ov: ov + n]
+        if ov:
+            k = min(4, ov)
+            d = hist[:, -k:].mean(-1, keepdim=True) - mel[:, ov - k: ov].mean(-1, keepdim=True)
+            w = (1 - torch.arange(n, device=dev) / opts.fade).clamp(min=0)
+            new = (new + d * w).clamp(-1, 1)
+        yield new
+        hist = torch.cat([hist, new], -1)[:, -keep:]
+        done += n
 
 
 @dataclass
@@ -187,30 +230,30 @@ def synth(midi, checkpoint=None, device="cpu", sampling: Sampling | None = None,
     if not notes:
         raise MidiError("no notes to synthesise; give a MIDI file with at least one note.")
     model = model or load_model(checkpoint, device)
-    n = n_segments(notes)
-    rows = (pad_tokens([row], model.max_tokens)[0][0] for row in encode_segments(notes, n))
+    n_frames = n_segments(notes) * SEGMENT_FRAMES
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(opts.seed)
-    silence = torch.full((N_MELS, SEGMENT_FRAMES), SILENCE)
-    blocks = segments(model, rows, silence, opts, gen)
-    result = Generated(blocks, seams=[SEGMENT_SECONDS * k for k in range(1, n)], gl_iters=opts.gl_iters)
+    blocks = windows(model, notes, torch.zeros(N_MELS, 0), n_frames, opts, gen)
+    result = Generated(blocks, seams=_seams(n_frames, 0, opts.overlap), gl_iters=opts.gl_iters)
     if not stream:
         result.mel  # noqa: B018  sample now
     return result
 
 
-def _first_frames(blocks, total: int):
-    """The blocks (128, t) cut after `total` frames."""
-    for b in blocks:
-        if total <= 0:
-            return
-        yield b[:, :total]
-        total -= b.shape[-1]
+def _seams(n_frames: int, known: int, overlap: int) -> list[float]:
+    """Seconds (from the end of `known`) where a window's new frames begin after other frames."""
+    starts, done = [], 0
+    for _, n in block_lengths(n_frames, known, overlap):
+        if known + done > 0:
+            starts.append(done * HOP / 16000)
+        done += n
+    return starts
 
 
 def continue_(start, seconds: float, notes=None, checkpoint=None, device="cpu", sampling: Sampling | None = None,
               model=None, stream: bool = False, **kw) -> Generated:
     """The start audio (a file or a float array at 16 kHz) followed by `seconds` of continuation. With
-    `notes` (a MIDI file or `Note`s, time 0 = the end of the start) the continuation plays them;
+    `notes` (a MIDI file or `Note`s, time 0 = the end of the start) the continuation plays them (a
+    `Note` with a negative onset is held over from the start: it sounds on without a new attack);
     without, it continues freely from the start (notes dropped: the context-only model). stream=True as
     for `synth`."""
     if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds <= 0:
@@ -227,20 +270,12 @@ def continue_(start, seconds: float, notes=None, checkpoint=None, device="cpu", 
     if notes is not None:
         note_list = read_midi(notes) if not isinstance(notes, list) else notes
     model = model or load_model(checkpoint, device)
-    n = math.ceil(seconds / SEGMENT_SECONDS - 1e-9)
-    if note_list:
-        rows = [pad_tokens([r], model.max_tokens)[0][0] for r in encode_segments(note_list, n)]
-    else:
-        rows = (np.array([VOCAB.tie, VOCAB.eos]) for _ in range(n))     # ignored: the notes are dropped
-    context = torch.full((N_MELS, SEGMENT_FRAMES), SILENCE)
-    tail = mel[:, -SEGMENT_FRAMES:]
-    context[:, SEGMENT_FRAMES - tail.shape[-1]:] = tail
+    n_frames = round(seconds * 16000 / HOP)
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(opts.seed)
-    blocks = segments(model, rows, context, opts, gen, use_notes=bool(note_list))
+    blocks = windows(model, note_list or None, mel, n_frames, opts, gen)
     t0 = len(audio) / 16000
-    result = Generated(_first_frames(blocks, round(seconds * 16000 / HOP)), prefix=audio,
-                       prefix_mel=mel[:, -min(mel.shape[-1], 100):], gl_iters=opts.gl_iters,
-                       seams=[t0] + [t0 + SEGMENT_SECONDS * k for k in range(1, n) if SEGMENT_SECONDS * k < seconds])
+    result = Generated(blocks, prefix=audio, prefix_mel=mel[:, -min(mel.shape[-1], 100):], gl_iters=opts.gl_iters,
+                       seams=[t0 + s for s in _seams(n_frames, mel.shape[-1], opts.overlap)])
     if not stream:
         result.mel  # noqa: B018  sample now
     return result

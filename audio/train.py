@@ -37,6 +37,9 @@ class ModelConfig:
     backbone: str = "unet"          # unet (core UNet1D, mel bins as channels) or dit (core DiT, time patches)
     channels: int = 96              # U-Net width at full resolution
     channel_mult: tuple[int, ...] = (1, 2, 2)
+    template: bool = False          # the notes drawn as a harmonic mel template, extra input channels
+    p_mean: float = -1.2            # training noise levels: log sigma ~ N(p_mean, p_std^2) (EDM)
+    p_std: float = 1.2
 
 
 @dataclass
@@ -53,6 +56,7 @@ class AudioRun:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/audio"))
     threads: int = 1                # torch CPU threads (1 is fastest for these small ops on a busy CPU)
+    init: str = ""                  # start from this checkpoint's weights (EMA if present; see init_weights)
 
 
 def trim_collate(items):
@@ -74,7 +78,40 @@ def train(config_path=None, overrides=(), **_):
                max_seconds=cfg.data.max_seconds)
     data = AudioSegments(cfg.data.cache, "train", max_tokens=cfg.model.max_tokens)
     model = AudioDiffusion(**asdict(cfg.model))
+    if cfg.init:
+        init_weights(model, cfg.init)
     return fit(model, data, audio_loss, cfg.train, run_config=cfg, collate_fn=trim_collate)
+
+
+def init_weights(model, folder) -> list[str]:
+    """Copy a checkpoint's weights (EMA when it has them) into `model`, for fine-tuning with more input
+    channels: a tensor whose shape differs only by a larger second dimension (the backbone's input conv
+    when note channels are added after the old ones) gets the old weights in its leading slice and
+    zeros elsewhere, so the widened model starts out computing exactly what the old one did. Returns
+    the names that were widened; any other mismatch is an error."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    name = "ema.safetensors" if (folder / "ema.safetensors").is_file() else "model.safetensors"
+    old = load_file(str(folder / name))
+    state = model.state_dict()
+    missing = sorted(set(state) - set(old))
+    if missing:
+        raise ValueError(f"init {folder}: the checkpoint lacks {missing[:3]}...; it is not an audio model "
+                         "of this layout")
+    widened = []
+    for k, v in state.items():
+        w = old[k].to(v.dtype)
+        if w.shape != v.shape:
+            if w.ndim != v.ndim or w.shape[:1] != v.shape[:1] or w.shape[2:] != v.shape[2:] or w.shape[1] > v.shape[1]:
+                raise ValueError(f"init {folder}: {k} has shape {tuple(w.shape)}, the model {tuple(v.shape)}")
+            w = torch.cat([w, torch.zeros(v.shape[0], v.shape[1] - w.shape[1], *v.shape[2:], dtype=v.dtype)], 1)
+            widened.append(k)
+        state[k] = w
+    model.load_state_dict(state)
+    return widened
 
 
 def export(run_checkpoint, dest, half: bool = True):

@@ -123,7 +123,9 @@ def test_cfg_scales_of_one_are_the_conditional_model_and_others_follow_the_formu
 def test_synth_renders_every_segment_and_streams_the_same_audio(model, tmp_path):
     notes = tune(16)                                                      # 6.35 s: two segments
     whole = synth(notes, model=model, steps=2, gl_iters=2)
-    assert whole.mel.shape == (N_MELS, 2 * SEGMENT_FRAMES) and whole.seams == [SEGMENT_SECONDS]
+    # windows: 256 new frames, then 248 after an 8-frame overlap, then the last 8 (its window moved back)
+    assert whole.mel.shape == (N_MELS, 2 * SEGMENT_FRAMES)
+    assert whole.seams == pytest.approx([SEGMENT_SECONDS, SEGMENT_SECONDS + (SEGMENT_FRAMES - 8) * 0.02])
     assert whole.mel.min() >= -1 and whole.mel.max() <= 1
     streamed = synth(notes, model=model, steps=2, gl_iters=2, stream=True)
     streamed.save(tmp_path / "s.wav")
@@ -153,6 +155,39 @@ def test_cli_synth_and_continue_end_to_end_keep_the_start_exactly(checkpoint, tm
         assert len(more) == len(given) + 6 * 16000
         assert np.array_equal(more[: len(given)], given)                   # the start, sample for sample
         assert np.abs(more[len(given):].astype(float)).max() > 0           # and something after it
+
+
+@pytest.mark.parametrize("n_frames,known", [(512, 0), (1000, 0), (300, 37), (5, 3), (700, 600)])
+def test_windows_cover_the_frames_once_and_fit_the_model(n_frames, known):
+    from polydiff.audio.pipeline import block_lengths
+
+    blocks = block_lengths(n_frames, known, overlap=8)
+    assert sum(n for _, n in blocks) == n_frames
+    done = 0
+    for ov, n in blocks:
+        assert 0 <= ov <= known + done and ov + n <= SEGMENT_FRAMES and n > 0
+        assert ov >= min(8, known + done)                          # every join past the first overlaps
+        done += n
+
+
+def test_window_offset_makes_joins_continuous_and_fades_out(model, monkeypatch):
+    """With a stand-in sampler whose every window is one constant level, the emitted frames are known in
+    closed form: a window's first new frame continues the frame before it exactly, and `fade` frames
+    later the window's own level is back."""
+    import polydiff.audio.pipeline as pl
+
+    levels = iter([0.3, -0.5, 0.1, 0.6])
+    monkeypatch.setattr(pl, "sample_segment", lambda model, tok, ctx, *a, **k: torch.full_like(ctx, next(levels)))
+    opts = Sampling(overlap=8, fade=25)
+    known = torch.full((N_MELS, 40), -0.2)
+    blocks = list(pl.windows(model, None, known, 600, opts, None))
+    assert [b.shape[-1] for b in blocks] == [248, 248, 104]
+    prev = -0.2
+    for b, level in zip(blocks, [0.3, -0.5, 0.1]):
+        torch.testing.assert_close(b[:, 0], torch.full((N_MELS,), prev))            # continuous join
+        torch.testing.assert_close(b[:, 12], torch.full((N_MELS,), prev + (level - prev) * 12 / 25))
+        torch.testing.assert_close(b[:, 25:], torch.full_like(b[:, 25:], level))   # its own level
+        prev = level
 
 
 def test_continue_with_notes_differs_from_free_continuation(model):
@@ -216,6 +251,43 @@ def test_piano_roll_marks_each_note_at_its_pitch_and_frames():
     assert on[0, 38].nonzero().flatten().tolist() == [100, 101]                      # a drum: its onset
     assert roll[0, 60, 0] > roll[0, 60, 10] > 0                                       # onsets stand out
     assert roll[0, 60, 0] > roll[0, 64, 50]                                           # louder is larger
+    assert roll[1, 67, 0] == roll[1, 67, 10] > 0              # a tied note sustains; its onset was before
+
+
+def test_mel_template_draws_each_note_at_its_harmonics_in_the_mel_bins():
+    from polydiff.audio.codec import mel_filters
+    from polydiff.audio.model import mel_template, note_rolls
+
+    notes = [Note(0.0, 1.0, 69, 127), Note(2.0, 2.1, 38, 100, 0, True)]                # A4 = 440 Hz, a drum
+    tokens = torch.from_numpy(pad_tokens(encode_segments(notes, 1), 64)[0].astype(np.int64))
+    pitched, drums = note_rolls(tokens)
+    t = mel_template(pitched, drums)[0]                                                  # (128 mel, 256)
+    centre = mel_filters().argmax(0)                                        # each mel bin's peak STFT bin
+    hz = centre * 16000 / 1024
+    peak = t[:, 10].argmax()
+    assert abs(hz[peak] - 440) < 16 and abs(hz[t[:, 10][peak + 3:].argmax() + peak + 3] - 880) < 32
+    assert torch.all(t[:, 60:100] == -1)                                     # silence between the notes
+    assert t[:, 100].min() > -1 and t[:, 100].std() < t[:, 10].std()        # the drum: broadband, flat
+    assert t[peak, 0] > t[peak, 10] > -1                                     # the onset stands out
+
+
+def test_init_weights_widens_the_input_and_keeps_the_function(checkpoint, model):
+    """A model with the template channels added, started from a checkpoint without them, is the same
+    denoiser until it trains (the new input weights are zero)."""
+    from polydiff.audio.train import init_weights
+
+    wide = AudioDiffusion(**{**TINY, "template": True}).eval()
+    assert init_weights(wide, checkpoint) == ["net.conv_in.weight"]
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, N_MELS, SEGMENT_FRAMES, generator=g)
+    tokens = torch.from_numpy(pad_tokens(encode_segments(tune(), 1) * 2, 64)[0].astype(np.int64))
+    context = torch.rand(2, N_MELS, SEGMENT_FRAMES, generator=g) * 2 - 1
+    with torch.no_grad():
+        a = denoiser(model)(x, torch.tensor([0.3, 4.0]), tokens=tokens, context=context)
+        b = denoiser(wide)(x, torch.tensor([0.3, 4.0]), tokens=tokens, context=context)
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="shape"):
+        init_weights(AudioDiffusion(**{**TINY, "channels": 32}), checkpoint)
 
 
 def test_export_ships_the_ema_weights_in_half_precision(checkpoint, model, tmp_path):

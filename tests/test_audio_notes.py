@@ -140,3 +140,20 @@ def test_same_key_overlaps_resolve_like_a_midi_channel():
     back = decode_segments(encode_segments(notes))
     r = lambda ns: sorted((round(n.onset, 6), round(n.offset, 6), n.pitch, n.program) for n in ns)
     assert r(back) == r(fixed)
+
+
+def test_window_tokens_equal_segments_on_the_grid_and_tie_notes_off_it():
+    from polydiff.audio.notes import SEGMENT_STEPS, window_tokens
+
+    notes = [Note(0.0, 1.0, 60, 100), Note(0.9, 6.0, 64, 80, 40), Note(5.5, 5.6, 38, 90, 0, True),
+             Note(7.0, 11.0, 67, 70)]
+    segs = encode_segments(notes)
+    for k, seg in enumerate(segs):
+        assert window_tokens(notes, k * SEGMENT_STEPS) == seg
+    # a window from 0.5 s: the first two notes sound into it (ties), the rest keep their times
+    back = decode_segments([window_tokens(notes, 50)])
+    assert [(n.pitch, round(n.onset, 2), round(n.offset, 2)) for n in back if not n.is_drum] == \
+        [(60, 0.0, 0.5), (64, 0.4, 5.12)]
+    # a window before time 0 (a continuation's overlap): notes start where time 0 falls in it
+    early = decode_segments([window_tokens(notes, -16)])
+    assert round(early[0].onset, 2) == 0.16 and early[0].pitch == 60
