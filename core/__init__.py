@@ -6,6 +6,7 @@ from .precond import EDMPrecond, FlowDenoiser, VEDenoiser, VPDenoiser
 from .runtime import default_device, generators, resolve_device, seed_everything
 from .samplers import sample
 from .schedules import ContinuousVP, DiscreteSchedule, karras_sigmas
+from .stepopt import optimize_sigmas
 
 __all__ = [
     "CheckpointError",
@@ -21,6 +22,7 @@ __all__ = [
     "generators",
     "karras_sigmas",
     "load_pretrained",
+    "optimize_sigmas",
     "resolve_device",
     "sample",
     "save_pretrained",

@@ -54,7 +54,7 @@ def optimize_sigmas(denoiser, noise: torch.Tensor, steps: int, sigma_max: float,
         raise ValueError(f"steps must be >= 2 to have an interior sigma to place, got {steps}")
     if init is None:
         init = karras_sigmas(steps, sigma_min, sigma_max)
-    if len(init) != steps + 1 or float(init[0]) != sigma_max or float(init[-1]) != 0.0:
+    if len(init) != steps + 1 or not math.isclose(float(init[0]), sigma_max, rel_tol=1e-6) or float(init[-1]) != 0:
         raise ValueError(f"init must hold {steps + 1} sigmas from sigma_max={sigma_max} down to 0")
     x0 = noise * sigma_max
     opts = {"progress": False} | ({"cond": cond} if cond else {})
