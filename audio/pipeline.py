@@ -11,7 +11,8 @@ CFG denoiser of `model.guided_denoiser`, conditioned on its notes and on the 5.1
 before the end of what is already there and re-generates those frames, and the level difference
 between them and the frames already there (per mel bin) is added to the window's new frames, fading
 out over `fade` frames (`windows`). Without it each window would start at its own level, a step at
-every join. Only the last two windows' frames are kept while sampling, and the mel is vocoded as one
+every join. A window's last `overlap` frames are left out too: frames at either edge of a window
+come out off, as the network's convolutions see padding there. Only the last two windows' frames are kept while sampling, and the mel is vocoded as one
 stream by the chunked Griffin-Lim (`GriffinLim.stream`), so the vocoder adds no seam either and memory
 stays constant however long the piece is.
 """
@@ -63,7 +64,8 @@ class Sampling:
     sigma_max: float = 10.0
     seed: int = 0
     gl_iters: int = 32               # Griffin-Lim iterations of the vocoder
-    overlap: int = 8                 # frames each window re-generates before the join (see `windows`)
+    temperature: float = 1.0         # scale of the starting noise; 0 = its mean (see `sample_segment`)
+    overlap: int = 16                # frames a window re-generates before the join / leaves out at its end
     fade: int = 25                   # frames over which the level offset at a join fades out
 
     def check(self) -> None:
@@ -76,6 +78,8 @@ class Sampling:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if not 0 < self.sigma_min < self.sigma_max:
             raise ValueError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
+        if not 0 <= self.temperature <= 1:
+            raise ValueError(f"temperature must be in [0, 1], got {self.temperature}")
         if self.cfg_notes < 0 or self.cfg_context < 0:
             raise ValueError(f"CFG scales must be >= 0, got notes {self.cfg_notes}, context {self.cfg_context}")
 
@@ -96,23 +100,31 @@ def load_model(checkpoint=None, device="cpu") -> AudioDiffusion:
 
 @torch.no_grad()
 def sample_segment(model, tokens, context, opts: Sampling, generator, use_notes: bool = True) -> torch.Tensor:
-    """One segment's mel (B, 128, 256) in [-1, 1]. tokens: (B, L) ids; context: (B, 128, 256)."""
+    """One segment's mel (B, 128, 256) in [-1, 1]. tokens: (B, L) ids; context: (B, 128, 256).
+
+    The start is noise * sigma_max * temperature. Why a temperature: one step from sigma_max gives
+    D(x, sigma_max), which for an exact denoiser is the conditional mean whatever the noise x; a trained
+    net lets part of x through, and in a mel that reads as broadband flicker frame to frame (spurious
+    onsets). temperature 0 evaluates D at the noise's mean, x = 0, which removes that part."""
     dev = context.device
     sigmas = karras_sigmas(opts.steps, opts.sigma_min, opts.sigma_max).to(dev)
     den = guided_denoiser(model, tokens, context, opts.cfg_notes, opts.cfg_context, use_notes)
-    x = randn(context.shape, generator, device=dev) * sigmas[0]
+    x = randn(context.shape, generator, device=dev) * (sigmas[0] * opts.temperature)
     out = sample(den, x, sigmas, method=opts.sampler, generator=generator, progress=False)
     return out.clamp(-1, 1)
 
 
 def block_lengths(n_frames: int, known: int, overlap: int) -> list[tuple[int, int]]:
-    """(overlap, new frames) of each window that extends `known` frames by `n_frames`: a window
-    re-generates min(known so far, overlap) frames, more for the last one so that it ends exactly at
-    n_frames (its start moves back instead of sampling a mostly unused window)."""
+    """(overlap, new frames) of each window that extends `known` frames by `n_frames`. A window
+    re-generates min(known so far, overlap) frames at its start and leaves its last `overlap` frames
+    out (the next window starts over them): a window's frames at either edge of its 5.12 s come out
+    off (the convolutions see padding there). The last window moves back to end exactly at n_frames,
+    re-generating more, rather than sampling a mostly unused window."""
     out, done = [], 0
     while done < n_frames:
-        ov = min(known + done, max(overlap, SEGMENT_FRAMES - (n_frames - done)))
-        n = min(SEGMENT_FRAMES - ov, n_frames - done)
+        left = n_frames - done
+        ov = min(known + done, max(overlap, SEGMENT_FRAMES - left))
+        n = left if left <= SEGMENT_FRAMES - ov else SEGMENT_FRAMES - ov - overlap
         out.append((ov, n))
         done += n
     return out
@@ -128,7 +140,8 @@ def windows(model, notes, known: torch.Tensor, n_frames: int, opts: Sampling, ge
     its own estimate, and two windows' estimates of the same frames differ; d = (frames there - the
     window's frames), averaged over the last 4 overlapping frames per mel bin, is added to its new
     frames with a weight falling linearly from 1 to 0 over `fade` frames, so a join is continuous
-    while any change the window itself has at the join (an onset) is kept."""
+    while any change the window itself has at the join (an onset) is kept. The 4 frames are the last
+    of the overlap, away from the window's own edge."""
     dev = next(model.parameters()).device
     keep = 2 * SEGMENT_FRAMES                          # the longest overlap plus its context
     hist = known[:, -keep:].to(dev)

@@ -97,6 +97,8 @@ def sampling_options(f):
                      help="Guidance scale of the previous segment (1 = none)."),
         click.option("--sigma-min", type=click.FloatRange(min=0, min_open=True), default=d.sigma_min,
                      show_default=True, help="Lowest noise level of the schedule (the last step denoises from it)."),
+        click.option("--temperature", type=click.FloatRange(0, 1), default=d.temperature, show_default=True,
+                     help="Scale of the starting noise (0 = its mean: the deterministic conditional mean)."),
         click.option("--spectrogram", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="Also write the mel spectrogram as a PNG."),
         click.option("--checkpoint", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -125,13 +127,13 @@ def _run(job):
 @output_option(required=True, help="Output WAV (16 kHz mono).")
 @sampling_options
 @common_options
-def synth_cmd(midi, output, sampler, steps, cfg_notes, cfg_context, sigma_min, spectrogram, checkpoint, device,
-              seed):
+def synth_cmd(midi, output, sampler, steps, cfg_notes, cfg_context, sigma_min, temperature, spectrogram, checkpoint,
+              device, seed):
     """Render MIDI to music, segment by segment, each conditioned on its notes and the previous segment."""
     from .pipeline import Sampling, synth
 
     opts = Sampling(sampler=sampler, steps=steps, cfg_notes=cfg_notes, cfg_context=cfg_context, sigma_min=sigma_min,
-                    seed=seed)
+                    temperature=temperature, seed=seed)
     # stream when no picture is asked for: constant memory however long the piece
     _run(lambda: synth(midi, checkpoint, device, opts, stream=spectrogram is None).save(output, spectrogram))
     click.echo(f"wrote {output}" + (f" and {spectrogram}" if spectrogram else ""))
@@ -145,13 +147,13 @@ def synth_cmd(midi, output, sampler, steps, cfg_notes, cfg_context, sigma_min, s
 @output_option(required=True, help="Output WAV: START followed by the continuation.")
 @sampling_options
 @common_options
-def continue_cmd(start, seconds, notes, output, sampler, steps, cfg_notes, cfg_context, sigma_min, spectrogram,
-                 checkpoint, device, seed):
+def continue_cmd(start, seconds, notes, output, sampler, steps, cfg_notes, cfg_context, sigma_min, temperature,
+                 spectrogram, checkpoint, device, seed):
     """Continue a recording: write START followed by SECONDS of new music."""
     from .pipeline import Sampling, continue_
 
     opts = Sampling(sampler=sampler, steps=steps, cfg_notes=cfg_notes, cfg_context=cfg_context, sigma_min=sigma_min,
-                    seed=seed)
+                    temperature=temperature, seed=seed)
     _run(lambda: continue_(start, seconds, notes, checkpoint, device, opts, stream=spectrogram is None)
          .save(output, spectrogram))
     click.echo(f"wrote {output}" + (f" and {spectrogram}" if spectrogram else ""))

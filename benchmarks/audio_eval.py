@@ -87,6 +87,7 @@ def main():
     ap.add_argument("--cfg-notes", type=float, default=Sampling.cfg_notes)
     ap.add_argument("--cfg-context", type=float, default=Sampling.cfg_context)
     ap.add_argument("--sigma-min", type=float, default=Sampling.sigma_min)
+    ap.add_argument("--temperature", type=float, default=Sampling.temperature)
     ap.add_argument("--also", action="append", default=[], metavar="K=V,...",
                     help="extra synth and continue rows with these Sampling fields, e.g. steps=16,overlap=0")
     ap.add_argument("--ddpm-steps", type=int, default=1000, help="0 skips the DDPM speed comparison")
@@ -94,7 +95,7 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     opts = Sampling(sampler=args.sampler, steps=args.steps, cfg_notes=args.cfg_notes, cfg_context=args.cfg_context,
-                    sigma_min=args.sigma_min)
+                    sigma_min=args.sigma_min, temperature=args.temperature)
     extra = {}
     for spec in args.also:
         kw = {k: type(getattr(opts, k))(v) for k, v in (item.split("=") for item in spec.split(","))}
