@@ -190,6 +190,21 @@ def test_sds_step_end_to_end_reaches_the_field(prior):
         assert all(p.grad is None and not p.requires_grad for p in module.parameters())
 
 
+def test_vae_checkpointing_gives_the_same_image_gradient(prior, sd_folder):
+    """Recomputing the encoder's activations in backward changes memory, not the gradient."""
+    plain = StableDiffusionPrior.from_folder(sd_folder, "cpu", vae_checkpointing=False)
+    assert prior.vae_checkpointing and not plain.vae_checkpointing
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    weights = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    grads = []
+    for p in (prior, plain):
+        x = images.clone().requires_grad_(True)
+        (p.encode_images(x) * weights).sum().backward()
+        grads.append(x.grad)
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1])
+
+
 def test_incomplete_folder_gives_one_clear_error(sd_folder, tmp_path):
     folder = tmp_path / "no-unet"
     shutil.copytree(sd_folder, folder)

@@ -123,7 +123,7 @@ class StableDiffusionPrior:
     """An `ImagePrior` (threed.sds) over a UNet2DConditionModel, an AutoencoderKL and a CLIP text encoder."""
 
     def __init__(self, unet, vae, text_encoder, tokenizer, alphas_cumprod: torch.Tensor,
-                 prediction_type: str = "epsilon"):
+                 prediction_type: str = "epsilon", vae_checkpointing: bool = True):
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
         if getattr(unet.config, "addition_embed_type", None) is not None:
@@ -135,6 +135,11 @@ class StableDiffusionPrior:
         self.vae = vae.eval().requires_grad_(False)
         self.text_encoder = text_encoder.eval().requires_grad_(False)
         self.tokenizer = tokenizer
+        # keep only block-boundary activations of the encoder for the backward pass and recompute the rest
+        # (one more encoder forward): at 512 px a batch of 4 renders would otherwise hold gigabytes
+        self.vae_checkpointing = bool(vae_checkpointing and getattr(vae, "_supports_gradient_checkpointing", False))
+        if self.vae_checkpointing:
+            vae.enable_gradient_checkpointing()
         self.alphas_cumprod = alphas_cumprod.float()
         self.prediction_type = prediction_type
         vae_cfg = vae.config
@@ -152,9 +157,11 @@ class StableDiffusionPrior:
 
     # -- loading ------------------------------------------------------------------------------
     @classmethod
-    def from_folder(cls, path, device="cpu", dtype: torch.dtype | None = None) -> StableDiffusionPrior:
+    def from_folder(cls, path, device="cpu", dtype: torch.dtype | None = None,
+                    vae_checkpointing: bool = True) -> StableDiffusionPrior:
         """Load from a local diffusers folder. dtype None: float16 on CUDA, float32 elsewhere (the VAE
-        stays float32 when its config asks for `force_upcast`, as diffusers' pipelines do)."""
+        stays float32 when its config asks for `force_upcast`, as diffusers' pipelines do).
+        vae_checkpointing: recompute the VAE encoder's activations in the backward pass (less memory)."""
         import diffusers
         import transformers
 
@@ -203,7 +210,8 @@ class StableDiffusionPrior:
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise CheckpointError(f"{folder}: could not load the pipeline's components ({e})") from e
         return cls(unet.to(device), vae.to(device), text_encoder.to(device), tokenizer,
-                   alphas_cumprod_from_config(sched_cfg), sched_cfg.get("prediction_type", "epsilon"))
+                   alphas_cumprod_from_config(sched_cfg), sched_cfg.get("prediction_type", "epsilon"),
+                   vae_checkpointing=vae_checkpointing)
 
     # -- the ImagePrior protocol -----------------------------------------------------------------
     @torch.no_grad()
