@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from polydiff.threed.field import RadianceField
 from polydiff.threed.janus import (
     SDFField,
     compare_silhouettes,
@@ -85,3 +86,11 @@ def test_an_empty_field_fails_every_view():
     assert not out["passed"] and not out["front_back_ok"]
     with pytest.raises(ValueError, match="threshold"):
         janus_score(SDFField(lambda x: torch.ones(len(x))), scene, threshold=1.5, **KW)
+
+
+def test_a_radiance_field_is_checked_too():
+    """The untrained RadianceField (threed.field) is a hazy ball around the origin: not a cone."""
+    torch.manual_seed(0)
+    out = janus_score(RadianceField(resolutions=(8,), hidden=8), single("cone", "red"), **KW)
+    assert all(0.0 < v < 0.75 for v in out["iou"].values())
+    assert not out["passed"]
