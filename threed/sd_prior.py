@@ -180,6 +180,10 @@ class StableDiffusionPrior:
             sched_cfg = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise CheckpointError(f"{folder}: cannot read model_index.json / scheduler_config.json ({e})") from e
+        prediction_type = sched_cfg.get("prediction_type", "epsilon")
+        if prediction_type not in PREDICTION_TYPES:
+            raise CheckpointError(f"{folder}/scheduler/scheduler_config.json: prediction_type {prediction_type!r} "
+                                  f"is not one of {PREDICTION_TYPES}")
         if dtype is None:
             dtype = torch.float16 if device.type == "cuda" else torch.float32
 
@@ -188,7 +192,7 @@ class StableDiffusionPrior:
             entry = index.get(name) or [None, default]
             cls_name = entry[1] if isinstance(entry, list) and len(entry) == 2 and entry[1] else default
             klass = getattr(library, cls_name, None)
-            if klass is None:
+            if not (isinstance(klass, type) and hasattr(klass, "from_pretrained")):
                 raise CheckpointError(f"{folder}/model_index.json: {name} class {cls_name!r} is not in "
                                       f"{library.__name__}; expected e.g. {default}")
             return klass
@@ -210,7 +214,7 @@ class StableDiffusionPrior:
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise CheckpointError(f"{folder}: could not load the pipeline's components ({e})") from e
         return cls(unet.to(device), vae.to(device), text_encoder.to(device), tokenizer,
-                   alphas_cumprod_from_config(sched_cfg), sched_cfg.get("prediction_type", "epsilon"),
+                   alphas_cumprod_from_config(sched_cfg), prediction_type,
                    vae_checkpointing=vae_checkpointing)
 
     # -- the ImagePrior protocol -----------------------------------------------------------------
@@ -221,8 +225,11 @@ class StableDiffusionPrior:
             prompts = [prompts]
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r}")
-        ids = self.tokenizer(list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids
+        # the tokenizer's length (77 for CLIP), never more than the encoder has position embeddings for
+        length = min(int(self.tokenizer.model_max_length),
+                     int(getattr(self.text_encoder.config, "max_position_embeddings", 77)))
+        ids = self.tokenizer(list(prompts), padding="max_length", max_length=length, truncation=True,
+                             return_tensors="pt").input_ids
         dev = self.text_encoder.device
         return self.text_encoder(ids.to(dev))[0]
 
