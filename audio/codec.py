@@ -29,6 +29,7 @@ F_MIN, F_MAX = 0.0, 8000.0
 FRAMES_PER_SECOND = SAMPLE_RATE // HOP         # 50
 SEGMENT_FRAMES = 256                           # 5.12 s
 DB_MIN, DB_MAX = -80.0, 20.0
+START_FADE = 160                               # samples: see GriffinLim.stream(start=)
 
 
 class AudioError(ValueError):
@@ -106,45 +107,66 @@ class GriffinLim:
         self.n_iter, self.momentum = n_iter, momentum
         self.chunk_frames, self.overlap, self.seed = chunk_frames, overlap, seed
 
-    def _gl(self, mag: torch.Tensor, angles: torch.Tensor, n_fixed: int = 0) -> torch.Tensor:
-        # mag: (513, T); angles: unit complex (513, T); returns the complex spectrogram found
+    def _gl(self, mag: torch.Tensor, angles: torch.Tensor, start: torch.Tensor | None = None):
+        # mag: (513, T); angles: unit complex (513, T); start: audio (n0,) the signal is held to over its
+        # first n0 samples at every iteration; returns the complex spectrogram found and its audio
         n = mag.shape[-1] * HOP
+
+        def audio_of(spec):
+            audio = _istft(spec, n)
+            return audio if start is None else torch.cat([start.to(audio.dtype), audio[len(start):]])
+
         prev = torch.zeros_like(angles)
         for _ in range(self.n_iter):
-            rebuilt = _stft(_istft(mag * angles, n))
+            rebuilt = _stft(audio_of(mag * angles))
             accel = rebuilt - (self.momentum / (1 + self.momentum)) * prev
             prev = rebuilt
             angles = accel / accel.abs().clamp_min(1e-16)
-        return mag * angles
+        audio = _istft(mag * angles, n)
+        if start is not None:               # start itself, cross-faded into the vocoded audio at its end
+            k = min(START_FADE, len(start))
+            fade = torch.linspace(0, 1, k + 2, device=audio.device)[1:-1]
+            edge = start[len(start) - k:].to(audio.dtype) * (1 - fade) + audio[len(start) - k: len(start)] * fade
+            audio = torch.cat([start[: len(start) - k].to(audio.dtype), edge, audio[len(start):]])
+        return mag * angles, audio
 
     def mel_to_audio(self, mel: torch.Tensor) -> torch.Tensor:
         mel = torch.as_tensor(mel, dtype=torch.float32)
         return torch.cat([torch.zeros(0, device=mel.device), *self.stream([mel])])
 
-    def stream(self, blocks, phase=None):
+    def stream(self, blocks, start=None):
         """Vocode a mel that arrives in blocks (any iterable of (128, t) tensors, e.g. one per generated
         segment) and yield the audio as it is settled, in constant memory: at most one chunk of mel and
         audio is held. The output is the same whatever the blocking (chunks and their random start
         phases depend only on frame positions), and equals `mel_to_audio` of the whole mel.
-        phase: optional complex STFT (513, t0) whose phases start the first t0 frames instead of random
-        ones (t0 <= overlap): a continuation then grows out of the phases of the audio before it."""
+        start: optional audio (n0,) that the mel's first n0 / HOP frames stand for (at most `overlap`
+        frames): its STFT phases start those frames, and at every iteration the signal is held equal to
+        it over its samples, so the frames that reach past its end are found consistent with it and the
+        audio after it grows out of it. The output's first n0 samples are `start` itself, except the last
+        START_FADE (10 ms), cross-faded into the vocoded audio: even grown this way the vocoded audio
+        does not meet `start` exactly at its end, and a hard cut there clicks."""
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
         step = self.chunk_frames - self.overlap
         pending = None                      # mel frames not yet vocoded: (128, t)
-        prev_tail, held = phase, None       # held: the last chunk's audio past its settled part
+        prev_tail, held = None, None        # held: the last chunk's audio past its settled part
+        fixed = None if start is None else torch.as_tensor(start, dtype=torch.float32)
+        if fixed is not None:               # only the first chunk holds audio fixed
+            prev_tail = _stft(fixed)[:, : len(fixed) // HOP]
         for block in blocks:
             block = torch.as_tensor(block, dtype=torch.float32)
             pending = block if pending is None else torch.cat([pending, block], -1)
             while pending.shape[-1] > self.chunk_frames:            # a full chunk with frames after it
-                out, prev_tail, held = self._chunk(pending[:, : self.chunk_frames], prev_tail, held, gen, last=False)
+                out, prev_tail, held = self._chunk(pending[:, : self.chunk_frames], prev_tail, held, gen, last=False,
+                                                   fixed=fixed)
+                fixed = None
                 yield out
                 pending = pending[:, step:]
         if pending is None or pending.shape[-1] == 0:
             return
-        out, _, _ = self._chunk(pending, prev_tail, held, gen, last=True)
+        out, _, _ = self._chunk(pending, prev_tail, held, gen, last=True, fixed=fixed)
         yield out
 
-    def _chunk(self, mel, prev_tail, held, gen, last):
+    def _chunk(self, mel, prev_tail, held, gen, last, fixed=None):
         """One chunk: its first `overlap` frames start from the phases the previous chunk found there and
         its audio is cross-faded into that chunk's held tail. Returns the
         audio that is final now, the chunk's last `overlap` complex frames, and the audio held back."""
@@ -154,8 +176,7 @@ class GriffinLim:
         angles = torch.polar(torch.ones_like(mag[:, -n_new:]), phase.to(mag.device))
         if prev_tail is not None:
             angles = torch.cat([prev_tail / prev_tail.abs().clamp_min(1e-16), angles], -1)
-        spec = self._gl(mag, angles)
-        audio = _istft(spec, mag.shape[-1] * HOP)
+        spec, audio = self._gl(mag, angles, fixed)
         if held is not None:
             fade_n = self.overlap * HOP
             fade = torch.linspace(0, 1, fade_n, device=audio.device)

@@ -4,7 +4,8 @@ Diffusion").
 
     notes  (B, L) token ids  --TokenConditioner-->  (B, L, cond_dim)  --+
     context mel (B, 128, 256) --FrameConditioner--> (B, 256/stride, cond_dim) --+-- one key sequence
-    noisy mel (B, 128, 256) + piano roll (B, 128, 256) --backbone--> F, cross-attending to both
+    noisy mel (B, 128, 256) + piano roll (B, 128, 256) [+ mel template (B, 128, 256)]
+        --backbone--> F, cross-attending to both
 
 Backbone: the core UNet1D with mel bins (and roll pitches) as channels (default; cross-attention at its
 lowest level and middle), or the core DiT with patches of `patch` frames. Why the U-Net: at low noise the
@@ -27,6 +28,14 @@ not learn to place notes in time. The same tokens are also decoded (`notes.decod
 frame-aligned roll (B, 128 pitches, 256 frames: velocity / 127 on the two onset frames, half that while the
 note sounds), concatenated to the noisy mel as extra input channels (`roll=True`). It is part of the notes
 condition: where the notes are dropped, the roll is all zeros.
+
+Why a mel template besides the roll (`template=True`): the backbone sees mel bins as channels, so the
+roll's pitches must be mapped to each note's harmonics in the mel bins by learned weights, which a few
+thousand CPU steps do not find (the notes were heard in the right pitch classes but not at the right
+frames). `mel_template` draws the notes straight onto the mel's frequency axis (a harmonic stack per
+note, on the codec's dB scale, onsets 6 dB up), another 128 input channels; the network then only has
+to turn that sketch into the instrument's spectrum. Also part of the notes condition (zeros where
+dropped).
 
 The network is the whole checkpoint (`AudioDiffusion`, a `ModelMixin`); `denoiser(model)` wraps it in EDM
 preconditioning, the denoiser convention every sampler uses; `guided_denoiser` adds two-scale

@@ -20,7 +20,7 @@ stays constant however long the piece is.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -137,11 +137,11 @@ def windows(model, notes, known: torch.Tensor, n_frames: int, opts: Sampling, ge
     None for free continuation (the notes condition dropped). Each window is 256 frames conditioned on
     the 256 frames before it and on its notes (`window_tokens`, notes sounding into it as ties); its
     first `ov` frames lie over frames already there. Why the offset: the model's level in a window is
-    its own estimate, and two windows' estimates of the same frames differ; d = (frames there - the
-    window's frames), averaged over the last 4 overlapping frames per mel bin, is added to its new
-    frames with a weight falling linearly from 1 to 0 over `fade` frames, so a join is continuous
-    while any change the window itself has at the join (an onset) is kept. The 4 frames are the last
-    of the overlap, away from the window's own edge."""
+    its own estimate, and two windows' estimates of the same frames differ; d = (the frame there - the
+    window's frame) at the last overlapping frame, per mel bin, is added to its new frames with a
+    weight falling linearly from 1 to 0 over `fade` frames, so the first new frame changes from the
+    frame before it as the window itself changes there (an onset is kept), and the difference fades
+    out. That frame is `overlap` frames into the window, away from its edge."""
     dev = next(model.parameters()).device
     keep = 2 * SEGMENT_FRAMES                          # the longest overlap plus its context
     hist = known[:, -keep:].to(dev)
@@ -155,8 +155,7 @@ def windows(model, notes, known: torch.Tensor, n_frames: int, opts: Sampling, ge
         mel = sample_segment(model, tok, ctx[None], opts, generator, use_notes=bool(notes))[0]
         new = mel[:, ov: ov + n]
         if ov:
-            k = min(4, ov)
-            d = hist[:, -k:].mean(-1, keepdim=True) - mel[:, ov - k: ov].mean(-1, keepdim=True)
+            d = hist[:, -1:] - mel[:, ov - 1: ov]
             w = (1 - torch.arange(n, device=dev) / opts.fade).clamp(min=0)
             new = (new + d * w).clamp(-1, 1)
         yield new
@@ -167,43 +166,46 @@ def windows(model, notes, known: torch.Tensor, n_frames: int, opts: Sampling, ge
 @dataclass
 class Generated:
     """A generated piece: the mel blocks (a list, or a one-shot iterator for streaming), audio that goes
-    before them unchanged (the start of a continuation), and where segments join (seconds)."""
+    before them unchanged (the start of a continuation), and where windows join (seconds).
+
+    A continuation's blocks begin with `lead` frames that lie inside the start (the start's own last
+    frame is not usable: its STFT window reaches past the start's end into zero padding, so it reads
+    quieter than the music was); they are vocoded, to carry the audio across the join, but belong to
+    neither `mel` nor the written audio."""
 
     blocks: object
     prefix: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     prefix_mel: torch.Tensor | None = None      # mel of the prefix's last frames: vocoder warm-up
     seams: list[float] = field(default_factory=list)
     gl_iters: int = 32
+    lead: int = 0
     _mel: torch.Tensor | None = None
 
     @property
     def mel(self) -> torch.Tensor:
         """The generated mel (128, T) (materialises a streaming result)."""
         if self._mel is None:
-            self._mel = torch.cat([b.cpu() for b in self.blocks], -1)
-            self.blocks = [self._mel]
+            whole = torch.cat([b.cpu() for b in self.blocks], -1)
+            self.blocks = [whole]
+            self._mel = whole[:, self.lead:]
         return self._mel
 
     def _audio_blocks(self):
-        yield self.prefix
         gl = GriffinLim(n_iter=self.gl_iters)
         if self.prefix_mel is None or self.prefix_mel.shape[-1] == 0:
+            yield self.prefix
             yield from (a.numpy() for a in gl.stream(b.cpu() for b in self.blocks))
             return
-        # vocode from inside the start so the continuation's phases grow out of the start's, then drop
-        # the warm-up frames: the start itself is written as given, sample for sample
-        skip = self.prefix_mel.shape[-1] * HOP
-        phase = None
-        if len(self.prefix) >= skip:                   # the start's own phases over the warm-up frames
-            from .codec import _stft
-
-            phase = _stft(torch.from_numpy(np.ascontiguousarray(self.prefix[len(self.prefix) - skip:])))
-        for a in gl.stream(_chain([self.prefix_mel.cpu()], (b.cpu() for b in self.blocks)), phase=phase):
-            a = a.numpy()
-            cut = min(skip, len(a))
-            skip -= cut
-            if cut < len(a):
-                yield a[cut:]
+        # vocode from inside the start, the audio held to the start's own over the warm-up (and lead)
+        # frames, so the continuation grows out of it. The vocoder gives those samples back as the start
+        # itself but for its last 10 ms, cross-faded into the continuation (`GriffinLim.stream`)
+        skip = (self.prefix_mel.shape[-1] + self.lead) * HOP
+        if len(self.prefix) < skip:
+            raise ValueError(f"the start ({len(self.prefix)} samples) is shorter than its warm-up frames")
+        yield self.prefix[: len(self.prefix) - skip]
+        start = torch.from_numpy(np.ascontiguousarray(self.prefix[len(self.prefix) - skip:]))
+        for a in gl.stream(_chain([self.prefix_mel.cpu()], (b.cpu() for b in self.blocks)), start=start):
+            yield a.numpy()
 
     @property
     def audio(self) -> np.ndarray:
@@ -216,7 +218,7 @@ class Generated:
         if spectrogram is not None:
             from .codec import write_spectrogram_png
 
-            mel = self.mel if self.prefix_mel is None else torch.cat([self.prefix_mel.cpu(), self.mel], -1)
+            mel = self.mel if self.prefix_mel is None else torch.cat([self.prefix_mel.cpu(), self.blocks[0]], -1)
             write_spectrogram_png(spectrogram, mel, title=Path(path).name)
         write_wav_stream(path, self._audio_blocks())
         return Path(path)
@@ -276,19 +278,25 @@ def continue_(start, seconds: float, notes=None, checkpoint=None, device="cpu", 
     # frames aligned to the END of the start (a partial frame is left out at its beginning), so the
     # continuation's first frame follows the start's last sample
     mel = audio_to_mel(torch.from_numpy(audio[len(audio) % HOP:]))       # (128, T)
-    if mel.shape[-1] == 0:
-        raise AudioError(f"{start if not isinstance(start, np.ndarray) else 'start audio'}: shorter than one "
-                         "20 ms frame; give a longer start.")
+    if mel.shape[-1] < 2:
+        raise AudioError(f"{start if not isinstance(start, np.ndarray) else 'start audio'}: shorter than two "
+                         "20 ms frames; give a longer start.")
+    # the last frame's window reaches past the end (zero padding): it is generated again (one lead
+    # frame), and the notes' time 0 (the end of the start) is one frame into the generated frames
+    known, lead = mel[:, :-1], 1
     note_list = None
     if notes is not None:
         note_list = read_midi(notes) if not isinstance(notes, list) else notes
+        note_list = [replace(n, onset=n.onset + lead * HOP / 16000, offset=n.offset + lead * HOP / 16000)
+                     for n in note_list]
     model = model or load_model(checkpoint, device)
     n_frames = round(seconds * 16000 / HOP)
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(opts.seed)
-    blocks = windows(model, note_list or None, mel, n_frames, opts, gen)
+    blocks = windows(model, note_list or None, known, n_frames + lead, opts, gen)
     t0 = len(audio) / 16000
-    result = Generated(blocks, prefix=audio, prefix_mel=mel[:, -min(mel.shape[-1], 100):], gl_iters=opts.gl_iters,
-                       seams=[t0 + s for s in _seams(n_frames, mel.shape[-1], opts.overlap)])
+    seams = [t0 + max(s - lead * HOP / 16000, 0.0) for s in _seams(n_frames + lead, known.shape[-1], opts.overlap)]
+    result = Generated(blocks, prefix=audio, prefix_mel=known[:, -min(known.shape[-1], 100):], gl_iters=opts.gl_iters,
+                       seams=seams, lead=lead)
     if not stream:
         result.mel  # noqa: B018  sample now
     return result
