@@ -30,9 +30,10 @@ from dataclasses import field as dc_field
 import torch
 import torch.nn.functional as F
 
-from .cameras import get_rays, sample_cameras, view_prompts
+from .cameras import get_rays, orbit_cameras, sample_cameras, view_prompts
 from .field import RadianceField
-from .mesh import export_mesh, extract_mesh, turntable
+from .io import check_output_file
+from .mesh import PREVIEW_SUFFIXES, export_mesh, extract_mesh, write_frames
 from .metrics import default_lights
 from .render import OccupancyGrid, opacity_entropy, render
 from .sds import check_prompts, score_distillation
@@ -78,8 +79,27 @@ class Asset:
         return export_mesh(self.mesh, path)
 
     def turntable(self, path, n_frames: int = 12, resolution: int = 96):
-        """A turntable preview of the field (.gif or a .png grid)."""
-        return turntable(self.field, path, n_frames=n_frames, resolution=resolution)
+        """A turntable preview of the field (.gif or a .png grid), shaded as in training."""
+        check_output_file(path, PREVIEW_SUFFIXES)
+        return write_frames(turntable_frames(self.field, n_frames, resolution), path)
+
+
+@torch.no_grad()
+def turntable_frames(field, n_frames: int = 12, resolution: int = 96, elevation: float = 20.0,
+                     distance: float = 2.0, fov: float = 47.5, n_samples: int = 64) -> torch.Tensor:
+    """(F, H, W, 3) frames of the field going round, in the prior's shading (deferred Lambertian, light
+    above and right of the camera, white ground), with an occupancy grid to skip empty space."""
+    cams = orbit_cameras(n_frames, elevation, distance, fov)
+    dev = next(field.parameters()).device if hasattr(field, "parameters") else torch.device("cpu")
+    cams = cams.to(dev)
+    occupancy = OccupancyGrid(32, field.bound).to(dev)
+    occupancy.update(field.density)
+    frames = []
+    for i in range(n_frames):          # a frame at a time: memory stays flat at any resolution
+        out = render(field, cams[i], resolution, background=None, shading="albedo", n_samples=n_samples,
+                     occupancy=occupancy)
+        frames.append(deferred_lambertian(out, cams[i], default_lights(cams[i]), Settings.ambient))
+    return torch.cat(frames)
 
 
 def deferred_lambertian(out: dict, cams, light_pos: torch.Tensor, ambient: float, background=WHITE):

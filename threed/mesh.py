@@ -147,18 +147,25 @@ def turntable(field, path, n_frames: int = 12, resolution: int = 96, elevation: 
               distance: float = 2.2, fov: float = 45.0, background=(1.0, 1.0, 1.0), n_samples: int = 96) -> Path:
     """Render the field from `n_frames` azimuths (Lambertian, light over the camera) to a .gif or a
     .png grid, atomically."""
-    from PIL import Image
-
     path = check_output_file(path, PREVIEW_SUFFIXES)
     cams = orbit_cameras(n_frames, elevation, distance, fov)
     light = cams.position + 0.5 * cams.rotation[:, :, 1] * distance
     out = render(field, cams, resolution, background=background, shading="lambertian", light_pos=light,
                  n_samples=n_samples)
-    frames = (out["rgb"].clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)        # (F, H, W, 3)
+    return write_frames(out["rgb"], path)
+
+
+def write_frames(rgb: torch.Tensor, path) -> Path:
+    """Frames (F, H, W, 3) in [0, 1] -> a looping .gif or a .png contact sheet, atomically."""
+    from PIL import Image
+
+    path = check_output_file(path, PREVIEW_SUFFIXES)
+    frames = (rgb.detach().cpu().clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)   # (F, H, W, 3)
     if path.suffix.lower() == ".gif":
         imgs = [Image.fromarray(f) for f in frames]
         return atomic_write(path, lambda tmp: imgs[0].save(tmp, format="GIF", save_all=True,
                                                            append_images=imgs[1:], duration=100, loop=0))
+    n_frames, resolution = len(frames), frames.shape[1]
     cols = math.ceil(math.sqrt(n_frames))
     rows = math.ceil(n_frames / cols)
     sheet = np.full((rows * resolution, cols * resolution, 3), 255, np.uint8)
