@@ -97,8 +97,9 @@ def sampling_options(f):
                      help="Guidance scale of the previous segment (1 = none)."),
         click.option("--sigma-min", type=click.FloatRange(min=0, min_open=True), default=d.sigma_min,
                      show_default=True, help="Lowest noise level of the schedule (the last step denoises from it)."),
-        click.option("--temperature", type=click.FloatRange(0, 1), default=d.temperature, show_default=True,
-                     help="Scale of the starting noise (0 = its mean: the deterministic conditional mean)."),
+        click.option("--temperature", type=click.FloatRange(0, 1), default=d.temperature,
+                     help="Scale of the starting noise (0 = its mean: the deterministic conditional mean) "
+                          "[default: 0 with notes, 1 for free continuation]."),
         click.option("--spectrogram", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="Also write the mel spectrogram as a PNG."),
         click.option("--checkpoint", type=click.Path(file_okay=False, path_type=Path), default=None,

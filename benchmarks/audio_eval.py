@@ -5,7 +5,7 @@ Ground truth is the FluidSynth render of the piece's notes (test split: never se
 Rows (means over pieces, first SECONDS of each):
   codec ceiling      ground-truth mel -> Griffin-Lim (what any mel model can reach with this vocoder)
   sine baseline      additive sine synth of the notes
-  synth              the model, every segment from its notes and the previous generated segment
+  synth              the model, every window from its notes and the 5.12 s before it (generated)
   continue + notes   the first segment is given (the real render); the rest follows the notes
   continue free      the same without notes (context only): expected to drift from the reference
 Continuation rows are scored on the continued part only, with the seam ratio at its joins (the start
@@ -15,10 +15,11 @@ those held over it with their negative onsets (see `held_over`).
 Seam ratio (polydiff.audio.metrics.join_ratios): at each join, the spectral flux there (max over 4
 frames) over the median flux of the same piece away from its joins; the column is the MEDIAN over the
 joins of all pieces pooled (how many is printed). The model rows are scored at the model's own joins
-(where a window's new frames begin: 5.12 s, then every 4.96 s with the default 8-frame overlap); the
+(where a window's new frames begin: 4.8 s, then every 4.48 s with the default 16-frame overlap); the
 `ground truth` row scores the FluidSynth render at exactly the same times, so it shows what music alone
 gives at those joins (an onset can fall on one). A seamless model matches that row, not 1.0. Ceiling and
-baseline have no joins; their seam column is at the model's joins too (what a seamless signal scores).
+baseline have no joins; their seam column is at the model's joins too (what a seamless signal scores). The continue rows'
+start join (real audio -> model) is also printed on its own: it is one join in four.
 
 Out of corpus: a flute + cello tune written here (polydiff.audio.demo) is synthesised; reported are its
 chroma cosine against the FluidSynth render and the share of chroma energy in the tune's 6 pitch
@@ -98,7 +99,8 @@ def main():
                     sigma_min=args.sigma_min, temperature=args.temperature)
     extra = {}
     for spec in args.also:
-        kw = {k: type(getattr(opts, k))(v) for k, v in (item.split("=") for item in spec.split(","))}
+        kw = {k: (float if getattr(opts, k) is None else type(getattr(opts, k)))(v)
+              for k, v in (item.split("=") for item in spec.split(","))}
         extra[f"synth {spec}"] = Sampling(**{**opts.__dict__, **kw})
     model = load_model(args.checkpoint)
     print(f"model: {args.checkpoint or 'shipped'}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M "
@@ -185,7 +187,7 @@ def main():
         tok = torch.from_numpy(pad_tokens(encode_segments(notes, 1), model.max_tokens)[0].astype(np.int64))
         ctx = torch.full((1, 128, SEGMENT_FRAMES), -1.0)
         timings = {}
-        for name, o in (("default", opts), ("ddpm", Sampling(sampler="ddpm", steps=args.ddpm_steps,
+        for name, o in (("default", opts), ("ddpm", Sampling(sampler="ddpm", steps=args.ddpm_steps, temperature=1.0,
                                                              cfg_notes=opts.cfg_notes, cfg_context=opts.cfg_context))):
             gen = torch.Generator().manual_seed(0)
             t = time.perf_counter()
