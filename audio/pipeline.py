@@ -114,7 +114,7 @@ def sample_segment(model, tokens, context, opts: Sampling, generator, use_notes:
     dev = context.device
     sigmas = karras_sigmas(opts.steps, opts.sigma_min, opts.sigma_max).to(dev)
     den = guided_denoiser(model, tokens, context, opts.cfg_notes, opts.cfg_context, use_notes)
-    temperature = opts.temperature if opts.temperature is not None else float(use_notes)
+    temperature = opts.temperature if opts.temperature is not None else (0.0 if use_notes else 1.0)
     x = randn(context.shape, generator, device=dev) * (sigmas[0] * temperature)
     out = sample(den, x, sigmas, method=opts.sampler, generator=generator, progress=False)
     return out.clamp(-1, 1)
