@@ -114,9 +114,11 @@ def init_weights(model, folder) -> list[str]:
     return widened
 
 
-def export(run_checkpoint, dest, half: bool = True):
+def export(run_checkpoint, dest, half: bool = True,
+           recipe: str = "polydiff train audio --config audio/configs/base.yaml"):
     """A training checkpoint's EMA weights as a package checkpoint folder (config.json + model.safetensors,
-    float16 by default to halve the size; loading casts back to the model's float32)."""
+    float16 by default to halve the size; loading casts back to the model's float32). `recipe` is the
+    command recorded in config.json that reproduces the run."""
     from pathlib import Path
 
     from polydiff.core.checkpoint import load_pretrained, save_pretrained
@@ -128,7 +130,7 @@ def export(run_checkpoint, dest, half: bool = True):
     model = load_pretrained(run_checkpoint, cls=AudioDiffusion, use_ema=True)
     step = int(run_checkpoint.name.split("-")[-1]) if run_checkpoint.name.startswith("step-") else None
     save_pretrained(model, dest, train_step=step, weights="ema, float16" if half else "ema, float32",
-                    recipe="polydiff train audio --config audio/configs/base.yaml")
+                    recipe=recipe)
     if half:
         state = {k: v.detach().half().contiguous() if v.is_floating_point() else v.contiguous()
                  for k, v in model.state_dict().items()}

@@ -29,7 +29,7 @@ Speed (one run, this machine): real-time factor of `synth` at default settings (
 seconds per second of audio), and the time of one segment sampled by 1000-step DDPM over the same model
 and guidance against the default sampler.
 
-    .venv/bin/python benchmarks/audio_eval.py --checkpoint audio/checkpoints/base --pieces 8 --seconds 20
+    .venv/bin/python benchmarks/audio_eval.py --checkpoint audio/checkpoints/template --pieces 8 --seconds 20
 """
 
 from __future__ import annotations
