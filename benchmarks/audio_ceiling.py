@@ -33,11 +33,12 @@ SEGMENT_SECONDS = SEGMENT_FRAMES / 50
 COLS = ["mel_l1", "lsd_db", "mr_stft", "chroma_cos", "onset_f1", "seam_ratio", "vel_loud_r"]
 
 
-def test_pieces(cache: Path, n_pieces: int, seconds: float):
+def test_pieces(cache: Path, n_pieces: int, seconds: float, split: str = "test"):
     """[(meta, reference audio (first `seconds`), notes starting before `seconds`)] of held-out test
-    pieces, built into `cache` if missing (the first test-split music21 pieces at least that long)."""
-    ids = [i for i in corpus_piece_ids() if split_of(i) == "test"][: n_pieces + 3]
-    index = build_data(cache, piece_ids=ids, seed=0, max_seconds=max(22.0, seconds + 2), splits=("test",))
+    pieces, built into `cache` if missing (the first test-split music21 pieces at least that long).
+    split="val": the same from the validation split (for choosing settings without the test pieces)."""
+    ids = [i for i in corpus_piece_ids() if split_of(i) == split][: n_pieces + 3]
+    index = build_data(cache, piece_ids=ids, seed=0, max_seconds=max(22.0, seconds + 2), splits=(split,))
     pieces = [p for p in index["pieces"] if p["seconds"] >= seconds][:n_pieces]
     n = int(seconds * SAMPLE_RATE)
     out = []

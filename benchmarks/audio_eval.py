@@ -1,7 +1,8 @@
 """The audio model against ground truth on held-out test pieces, beside the codec ceiling and the sine
 baseline; continuation with and without notes; a tune from outside the corpus; speed.
 
-Ground truth is the FluidSynth render of the piece's notes (test split: never seen in training).
+Ground truth is the FluidSynth render of the piece's notes (test split: never seen in training; --split
+val scores the validation pieces instead, the ones settings are chosen on).
 Rows (means over pieces, first SECONDS of each):
   codec ceiling      ground-truth mel -> Griffin-Lim (what any mel model can reach with this vocoder)
   sine baseline      additive sine synth of the notes
@@ -82,7 +83,9 @@ def main():
     ap.add_argument("--checkpoint", type=Path, default=None, help="model folder [default: the shipped one]")
     ap.add_argument("--pieces", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds of each piece (3 joins)")
-    ap.add_argument("--cache", type=Path, default=Path(".cache/audio_bench_test"))
+    ap.add_argument("--split", choices=("test", "val"), default="test",
+                    help="the pieces scored: test (the reported figures) or val (for choosing settings)")
+    ap.add_argument("--cache", type=Path, default=None, help="[default: .cache/audio_bench_<split>]")
     ap.add_argument("--steps", type=int, default=Sampling.steps)
     ap.add_argument("--sampler", default=Sampling.sampler)
     ap.add_argument("--cfg-notes", type=float, default=Sampling.cfg_notes)
@@ -106,7 +109,8 @@ def main():
     print(f"model: {args.checkpoint or 'shipped'}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M "
           f"parameters; sampling {opts}")
 
-    pieces = test_pieces(args.cache, args.pieces, args.seconds)
+    pieces = test_pieces(args.cache or Path(f".cache/audio_bench_{args.split}"), args.pieces, args.seconds,
+                         split=args.split)
     rows: dict[str, list[dict]] = {}
     cont: dict[str, list[dict]] = {}
     gl = GriffinLim(n_iter=opts.gl_iters)
@@ -144,7 +148,7 @@ def main():
             cont.setdefault(f"ground truth at joins of continue{tag}", []).append(gt)
 
     n_joins = {name: sum(len(m.get("seam_joins", ())) for m in ms) for name, ms in {**rows, **cont}.items()}
-    print(f"\n{len(pieces)} held-out test pieces x {args.seconds:.2f} s (synth: whole piece; continue: "
+    print(f"\n{len(pieces)} held-out {args.split} pieces x {args.seconds:.2f} s (synth: whole piece; continue: "
           f"the {args.seconds - SEGMENT_SECONDS:.2f} s after the real first segment); means over pieces, "
           "seam_ratio the median over all joins pooled; lower is better for the first three")
     print_table(rows, width=36)
