@@ -10,7 +10,7 @@ sides against the true shape, and whether every view passes), wall time per asse
 same rows for the untrained field (baseline) and, with --ceiling, the field fitted directly to renders
 of the true shape (`metrics.fit_ceiling`; benchmarks/threed_ceiling.py prints it for every shape).
 
-    .venv/bin/python benchmarks/threed_eval.py [--limit 7] [--iters N] [--ceiling] [--prior DIR] [--threads 2]
+    .venv/bin/python benchmarks/threed_eval.py [--limit 7] [--skip 0] [--iters N] [--ceiling] [--prior DIR] [--threads 2]
 
 Time per asset is the wall time of `generate` (SDS + meshing) on this machine; peak memory is the
 process's peak resident set on the CPU (cumulative over the run) or the peak allocated CUDA memory.
@@ -64,6 +64,7 @@ def prompts(limit: int) -> list[tuple[str, str]]:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=7, help="number of held-out prompts (14 exist)")
+    ap.add_argument("--skip", type=int, default=0, help="skip the first N of them (to run the rest apart)")
     ap.add_argument("--iters", type=int, default=None, help="SDS iterations (default: generate's default)")
     ap.add_argument("--prior", default=None, help="prior folder (default: the shipped prior)")
     ap.add_argument("--ceiling", action="store_true", help="also fit the direct-fit ceiling per prompt")
@@ -83,7 +84,7 @@ def main():
     print("-" * len(header))
     rows: dict[str, list] = {"generate": [], "baseline": [], "ceiling": []}
     janus_missing = False
-    for shape, color in prompts(args.limit):
+    for shape, color in prompts(args.limit)[args.skip:]:
         prompt = f"a {color} {shape}"
         scene = single(shape, color)
         ref = reference_mesh(scene)
