@@ -12,14 +12,13 @@ protocol (anything with `mel_to_audio(mel) -> audio`).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
+from polydiff.core.runtime import atomic_write  # noqa: F401  (audio code imports it from here)
 
 SAMPLE_RATE = 16000
 N_FFT = 1024
@@ -209,24 +208,6 @@ def load_audio(path) -> np.ndarray:
 
         audio = torchaudio.functional.resample(torch.from_numpy(audio), sr, SAMPLE_RATE).numpy()
     return np.ascontiguousarray(audio, dtype=np.float32)
-
-
-def atomic_write(path, write) -> None:
-    """Call write(tmp) on a temp file beside `path`, then rename it over `path`: a reader never sees a
-    half-written file and a failure leaves nothing behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix + ".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)                      # mkstemp makes 0600; give a normal file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_wav(path, audio, sample_rate: int = SAMPLE_RATE) -> None:

@@ -17,14 +17,14 @@ import functools
 import importlib
 import inspect
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from .runtime import atomic_write
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -91,14 +91,7 @@ class ModelMixin(torch.nn.Module):
 
 def _atomic_write_bytes(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename: no half-written files."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: write(str(tmp)))
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

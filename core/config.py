@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
+
+from .runtime import atomic_write
 
 
 class ConfigError(ValueError):
@@ -272,13 +272,4 @@ def save_config(cfg, path) -> Path:
         text = yaml.safe_dump(data, sort_keys=False)
     else:
         raise ConfigError(f"{path}: unknown config format {path.suffix!r}; use .yaml, .yml or .json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: tmp.write_text(text))

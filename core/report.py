@@ -17,9 +17,10 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from .runtime import atomic_write
 
 log = logging.getLogger("polydiff")
 
@@ -94,7 +95,7 @@ h1{margin-bottom:.2rem} h2{border-bottom:1px solid #ccc;padding-bottom:.3rem;mar
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:1rem}
 figure{margin:0;padding:.7rem;background:#fff;border:1px solid #ddd;border-radius:8px}
 figcaption{font-weight:600;margin-bottom:.4rem} .cap{color:#555;font-size:.9rem}
-img,video{max-width:100%;display:block} audio{width:100%}
+img,video{width:100%;display:block} audio{width:100%}
 model-viewer{width:100%;height:320px;background:#eef}
 #asset-status{font-family:monospace;color:#666}
 """
@@ -159,9 +160,4 @@ def write_index(outdir, sections: dict[str, list[Artifact]], title: str = "polyd
                  f"{_json_in_html([{'kind': a.kind, 'file': _rel(a.path, root), 'title': a.title} for a in arts])}"
                  f"</script></body></html>")
     path = root / "index.html"
-    fd, tmp = tempfile.mkstemp(prefix=".index.", suffix=".html", dir=root)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write("\n".join(parts))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: tmp.write_text("\n".join(parts), encoding="utf-8"))

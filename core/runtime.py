@@ -7,7 +7,11 @@ not depend on its batch size or position.
 
 from __future__ import annotations
 
+import os
 import random
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -75,3 +79,24 @@ def randn(shape, generator=None, device="cpu", dtype=torch.float32) -> torch.Ten
         )
     gen_device = generator.device if generator is not None else device
     return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
+
+
+def atomic_write(path, write: Callable[[Path], object]) -> Path:
+    """Call write(tmp) on a temporary file beside `path` (its name ends in path's own suffix, so writers
+    that go by the extension pick the right format), then rename it over `path`: a reader never sees a
+    half-written file and a failure leaves nothing behind. The file gets a normal mode (0666 less the
+    umask), not mkstemp's 0600, so a page or a server can read what the user wrote."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

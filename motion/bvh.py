@@ -25,12 +25,11 @@ first. Files are written to a temporary file beside the target and renamed into 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from polydiff.core.runtime import atomic_write
 
 from . import skeleton as sk
 from .footlock import foot_lock
@@ -45,16 +44,7 @@ class BVHError(ValueError):
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="ascii"))
 
 
 def write_bvh(

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from polydiff.core.runtime import atomic_write
 
 from . import skeleton as sk
 from .bvh import BVHError, export_bvh, read_bvh
@@ -72,17 +73,10 @@ def save_motion(
     arrays = {"joints": j.astype(np.float32), "fps": np.float32(fps)}
     if features is not None:
         arrays["features"] = np.asarray(features, dtype=np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    def write(tmp):
+        with open(tmp, "wb") as f:              # a file object: np.savez must not append ".npz"
+            np.savez(f, **arrays)
+    return atomic_write(path, write)
 
 
 def find_ffmpeg() -> str | None:

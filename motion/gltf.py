@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from polydiff.core.runtime import atomic_write
 
 from . import skeleton as sk
 from .footlock import foot_lock
@@ -192,17 +191,7 @@ def write_gltf(path, local_rot, root_pos, offsets=None, fps: float = 20.0) -> Pa
             + struct.pack("<I4s", len(bin_), b"BIN\0")
             + bin_
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: tmp.write_bytes(payload))
 
 
 def export_gltf(path, joints, fps: float = 20.0, clean_feet: bool = True, refine_steps: int = 30):

@@ -7,11 +7,10 @@ floor as a thin line. MP4 would need ffmpeg, which is not assumed; GIF needs not
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+from polydiff.core.runtime import atomic_write
 
 from . import skeleton as sk
 
@@ -93,21 +92,6 @@ def write_gif(path, joints, fps: float = 20.0, size: int = 320, title: str | Non
         raise PreviewError(f"fps must be positive, got {fps}")
     frames = render_frames(j, size=size, title=title, fps=fps)
     images = [Image.fromarray(f) for f in frames]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        images[0].save(
-            tmp,
-            format="GIF",
-            save_all=True,
-            append_images=images[1:],
-            duration=int(round(1000 / fps)),
-            loop=0,
-        )
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                                                  duration=int(round(1000 / fps)), loop=0))
     return path

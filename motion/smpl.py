@@ -15,12 +15,11 @@ direction, not exactly in position.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from polydiff.core.runtime import atomic_write
 
 from . import skeleton as sk
 from .kinematics import inverse_kinematics
@@ -167,14 +166,7 @@ def export_smpl(
     if meshes:
         arrays["vertices"] = smpl_vertices(p, model).astype(np.float32)
         arrays["faces"] = np.asarray(model.faces, dtype=np.int64)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.npz", dir=path.parent)
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    def write(tmp):
+        with open(tmp, "wb") as f:              # a file object: np.savez must not append ".npz"
+            np.savez(f, **arrays)
+    return atomic_write(path, write)

@@ -33,3 +33,24 @@ def test_device_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="use --device cpu"):
             resolve_device("cuda")
+
+
+def test_atomic_write_gives_a_normal_mode_and_leaves_nothing_on_failure(tmp_path):
+    import os
+
+    from polydiff.core.runtime import atomic_write
+
+    umask = os.umask(0o022)
+    try:
+        out = atomic_write(tmp_path / "sub" / "a.npz", lambda tmp: tmp.write_bytes(b"abc"))
+        assert out.read_bytes() == b"abc" and (out.stat().st_mode & 0o777) == 0o644   # not mkstemp's 0600
+
+        def fail(tmp):
+            tmp.write_bytes(b"half")
+            raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            atomic_write(out, fail)
+    finally:
+        os.umask(umask)
+    assert out.read_bytes() == b"abc" and sorted(p.name for p in out.parent.iterdir()) == ["a.npz"]

@@ -6,10 +6,10 @@ interrupted or failed write never leaves a half-written output.
 
 from __future__ import annotations
 
-import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
+
+from polydiff.core.runtime import atomic_write  # noqa: F401  (threed code imports it from here)
 
 
 class OutputError(OSError):
@@ -42,15 +42,3 @@ def check_output_file(path, suffixes: tuple[str, ...]) -> Path:
     return path
 
 
-def atomic_write(path, write: Callable[[Path], None]) -> Path:
-    """Call write(tmp_path) for a temporary file next to `path`, then move it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix + ".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
