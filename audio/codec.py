@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from polydiff.core.runtime import atomic_write  # noqa: F401  (audio code imports it from here)
+from polydiff.core.runtime import atomic_write
 
 SAMPLE_RATE = 16000
 N_FFT = 1024
