@@ -37,6 +37,12 @@ note, on the codec's dB scale, onsets 6 dB up), another 128 input channels; the 
 to turn that sketch into the instrument's spectrum. Also part of the notes condition (zeros where
 dropped).
 
+Why a learned template (`timbre=True`): the harmonic stack draws every instrument alike (harmonics at 1/k,
+flat while held), and a few thousand CPU steps teach the network each instrument's spectrum and envelope
+only in part. `timbre.Timbre` fits those per program to the corpus by least squares (a few hundred numbers
+each, minutes of CPU) and draws the template with them; it is fitted before training and frozen, stored
+in the checkpoint with the network.
+
 The network is the whole checkpoint (`AudioDiffusion`, a `ModelMixin`); `denoiser(model)` wraps it in EDM
 preconditioning, the denoiser convention every sampler uses; `guided_denoiser` adds two-scale
 classifier-free guidance for sampling.
@@ -167,11 +173,15 @@ class AudioDiffusion(ModelMixin):
                  sigma_data: float = 0.5, p_drop_notes: float = 0.1, p_drop_context: float = 0.1,
                  roll: bool = True, backbone: str = "unet", channels: int = 96,
                  channel_mult: tuple[int, ...] = (1, 2, 2), template: bool = False, p_mean: float = -1.2,
-                 p_std: float = 1.2):
+                 p_std: float = 1.2, timbre: bool = False):
         super().__init__()
         self.n_mels, self.frames, self.max_tokens, self.time_bin = n_mels, frames, max_tokens, time_bin
         self.sigma_data, self.p_drop_notes, self.p_drop_context = sigma_data, p_drop_notes, p_drop_context
-        self.use_roll, self.use_template = roll, template
+        self.use_roll, self.use_template = roll, template or timbre
+        if timbre:                 # the template drawn by the learned renderer; fitted beforehand, then frozen
+            from .timbre import Timbre
+
+            self.timbre = Timbre(frames).requires_grad_(False)
         self.p_mean, self.p_std = p_mean, p_std                # training noise levels (EDM log-normal)
         n_time_bins = VOCAB.n_time // time_bin + 1
         self.notes = TokenConditioner([VOCAB.size, n_time_bins], cond_dim, depth=note_depth, heads=heads,
@@ -179,7 +189,7 @@ class AudioDiffusion(ModelMixin):
         self.context = FrameConditioner(n_mels, cond_dim, depth=context_depth, heads=heads, stride=context_stride)
         self.null_notes = NullCondition(cond_dim)
         self.null_context = NullCondition(cond_dim)
-        in_channels = n_mels + (128 if roll else 0) + (n_mels if template else 0)
+        in_channels = n_mels + (128 if roll else 0) + (n_mels if self.use_template else 0)
         if backbone == "unet":
             self.net = UNet1D(in_channels, n_mels, channels=channels, channel_mult=tuple(channel_mult),
                               num_res_blocks=1, attn_levels=(len(channel_mult) - 1,), heads=heads,
@@ -205,7 +215,8 @@ class AudioDiffusion(ModelMixin):
             pitched, drums = note_rolls(tokens, self.frames)
             parts = [torch.maximum(pitched, drums)] if self.use_roll else []
             if self.use_template:                      # 0 = silence - 1 where dropped, like the roll
-                parts.append(mel_template(pitched, drums) + 1)
+                sketch = self.timbre(tokens) if hasattr(self, "timbre") else mel_template(pitched, drums)
+                parts.append(sketch + 1)
             keep = use_notes[:, None, None].to(context.dtype)
             roll = torch.cat(parts, 1).to(context.dtype) * keep
         return join(notes, ctx), roll

@@ -38,6 +38,7 @@ class ModelConfig:
     channels: int = 96              # U-Net width at full resolution
     channel_mult: tuple[int, ...] = (1, 2, 2)
     template: bool = False          # the notes drawn as a harmonic mel template, extra input channels
+    timbre: bool = False            # ... drawn by the learned renderer instead (audio/timbre.py; fitted first)
     p_mean: float = -1.2            # training noise levels: log sigma ~ N(p_mean, p_std^2) (EDM)
     p_std: float = 1.2
 
@@ -57,6 +58,7 @@ class AudioRun:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(out_dir="runs/audio"))
     threads: int = 1                # torch CPU threads (1 is fastest for these small ops on a busy CPU)
     init: str = ""                  # start from this checkpoint's weights (EMA if present; see init_weights)
+    timbre_steps: int = 1200        # fitting steps of the learned renderer (model.timbre) before training
 
 
 def trim_collate(items):
@@ -80,7 +82,31 @@ def train(config_path=None, overrides=(), **_):
     model = AudioDiffusion(**asdict(cfg.model))
     if cfg.init:
         init_weights(model, cfg.init)
+    if cfg.model.timbre:
+        model.timbre.load_state_dict(fitted_timbre(cfg).state_dict())
     return fit(model, data, audio_loss, cfg.train, run_config=cfg, collate_fn=trim_collate)
+
+
+def fitted_timbre(cfg: AudioRun):
+    """The learned renderer for a run: fitted to the corpus's train split once (`timbre.fit_timbre`,
+    a few minutes) and kept in the run folder as timbre.safetensors, so a resumed run uses the same one."""
+    from pathlib import Path
+
+    from polydiff.core.runtime import atomic_write
+    from safetensors.torch import load_file, save_file
+
+    from .timbre import Timbre, fit_timbre
+
+    path = Path(cfg.train.out_dir) / "timbre.safetensors"
+    timbre = Timbre()
+    if path.is_file():
+        timbre.load_state_dict(load_file(str(path)))
+        return timbre
+    timbre = fit_timbre(cfg.data.cache, steps=cfg.timbre_steps, seed=cfg.data.seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in timbre.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(state, str(tmp)))
+    return timbre
 
 
 def init_weights(model, folder) -> list[str]:
@@ -97,12 +123,14 @@ def init_weights(model, folder) -> list[str]:
     name = "ema.safetensors" if (folder / "ema.safetensors").is_file() else "model.safetensors"
     old = load_file(str(folder / name))
     state = model.state_dict()
-    missing = sorted(set(state) - set(old))
+    missing = sorted(k for k in set(state) - set(old) if not k.startswith("timbre."))   # fitted apart
     if missing:
         raise ValueError(f"init {folder}: the checkpoint lacks {missing[:3]}...; it is not an audio model "
                          "of this layout")
     widened = []
     for k, v in state.items():
+        if k not in old:
+            continue
         w = old[k].to(v.dtype)
         if w.shape != v.shape:
             if w.ndim != v.ndim or w.shape[:1] != v.shape[:1] or w.shape[2:] != v.shape[2:] or w.shape[1] > v.shape[1]:

@@ -1,0 +1,137 @@
+"""The learned note renderer (audio/timbre.py): its harmonic table against the codec's mel of a real sine,
+how notes add, ties and drums, that fitting finds a known renderer again, and that a model built on it
+keeps it frozen through training and checkpoints."""
+
+import numpy as np
+import pytest
+import torch
+from polydiff.audio.codec import N_MELS, SEGMENT_FRAMES, audio_to_mel, unit_to_db
+from polydiff.audio.notes import Note, encode_segments, pad_tokens
+from polydiff.audio.timbre import (
+    DRUM_FRAMES,
+    SHARED,
+    TIED_FRAMES,
+    Timbre,
+    fit_timbre,
+    harmonic_mel_table,
+    segment_notes,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tokens_of(notes, n_segments=1):
+    return torch.from_numpy(pad_tokens(encode_segments(notes, n_segments), 128)[0].astype(np.int64))
+
+
+def test_harmonic_table_is_the_codec_mel_of_a_real_sine():
+    """A sine of amplitude a at pitch m has STFT magnitude a * N / 4 * (the Hann main lobe) around its
+    frequency: the table's row for harmonic 1, times 256 a, is the codec's own mel of that sine."""
+    a, table = 0.05, harmonic_mel_table()
+    for pitch in (45, 69, 88):
+        f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+        t = np.arange(16000) / 16000
+        mel = audio_to_mel(torch.from_numpy((a * np.sin(2 * np.pi * f0 * t)).astype(np.float32)))
+        measured = 10 ** (unit_to_db(mel[:, 25]) / 20)                      # linear mel magnitude, mid-sound
+        predicted = 256 * a * table[pitch, 0]
+        top = predicted > 0.1 * predicted.max()
+        assert top.sum() >= 1
+        rel = (measured[top] - predicted[top]).abs() / predicted[top]
+        assert rel.max() < 0.05, (pitch, rel)
+
+
+def test_notes_add_linearly_and_no_notes_is_silence():
+    torch.manual_seed(0)
+    tim = Timbre()
+    with torch.no_grad():
+        for p in tim.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    one = [(10.0, 60.0, 60, 100, 0, False, False)]
+    two = [(30.0, 90.0, 67, 50, 40, False, False), (120.0, 121.0, 38, 90, 0, True, False)]
+    with torch.no_grad():
+        both = tim.linear([one + two])
+        torch.testing.assert_close(both, tim.linear([one]) + tim.linear([two]), rtol=1e-5, atol=1e-9)
+        assert torch.all(both[..., :10] == 0) and both[..., 10].sum() > 0        # nothing before the onset
+        assert torch.all(tim(tokens_of([]))[None] == -1)                            # the codec's silence
+
+
+def test_ties_start_in_the_sustain_and_drums_end_with_their_envelope():
+    tim = Timbre()
+    notes = [Note(4.0, 6.0, 60, 100, 0), Note(5.5, 5.6, 38, 100, 0, True)]        # crosses the 5.12 s boundary
+    rows = segment_notes(tokens_of(notes, 2))
+    tied = [n for n in rows[1] if not n[5]]
+    assert len(tied) == 1 and tied[0][6] and tied[0][0] == 0                       # no onset in segment 2
+    with torch.no_grad():
+        lin = tim.linear(rows)
+    level = lin.sum(1)        # the tied note: the shared envelope TIED_FRAMES on, at the tie velocity
+    v_on, v_tied = rows[0][0][3], tied[0][3]
+    with torch.no_grad():
+        expected = torch.exp(tim.env[SHARED, 2 + TIED_FRAMES] - tim.env[SHARED, 2]) * (v_tied / v_on) ** 2
+    torch.testing.assert_close(level[1, 2] / level[0, 200 + 2], expected, rtol=1e-4, atol=0)
+    with torch.no_grad():
+        drum = tim.linear([[(20.0, 30.0, 38, 100, 0, True, False)]])[0].sum(0)         # a drum alone
+    assert drum[20] > 0 and drum[20 + DRUM_FRAMES:].max() < 1e-9 * drum[20]             # over after its envelope
+
+
+def segment_dataset(truth, pieces):
+    """(mel, tokens, context) segments whose mels are `truth`'s renders of the pieces' notes."""
+    out = []
+    for notes in pieces:
+        tok = tokens_of(notes, 2)
+        with torch.no_grad():
+            mel = truth(tok)
+        out += [(mel[i], tok[i], torch.full((N_MELS, SEGMENT_FRAMES), -1.0)) for i in range(2)]
+    return out
+
+
+def test_fitting_finds_a_known_renderer_again():
+    """Targets drawn by a renderer whose program 40 differs from the start (other harmonics, slower
+    attack, quieter): the fit brings the mel error down to a small part of where it starts."""
+    truth = Timbre()
+    with torch.no_grad():
+        truth.harm[40] = torch.linspace(0.5, -2.0, 16)
+        truth.env[40, :8] = torch.linspace(-3.0, 0.0, 8)
+        truth.level[40] = -0.7
+    pieces = [[Note(0.3 * i, 0.3 * i + 0.5, 50 + (5 * i) % 19, 40 + 7 * (i % 8), 40) for i in range(30)],
+              [Note(0.25 * i, 0.25 * i + 0.2, 60 + (3 * i) % 12, 100, 40) for i in range(36)]]
+    data = segment_dataset(truth, pieces)
+    target = torch.stack([m for m, _, _ in data])
+    toks = torch.stack([t for _, t, _ in data])
+    fitted = fit_timbre(data, steps=150, batch=4, lr=0.05, progress=False)
+    with torch.no_grad():
+        before = (Timbre()(toks) - target).abs().mean()
+        after = (fitted(toks) - target).abs().mean()
+    assert after < 0.05 * before, (float(before), float(after))
+
+
+def test_a_model_on_the_learned_template_keeps_it_frozen_through_training_and_checkpoints(tmp_path):
+    from polydiff.audio.model import AudioDiffusion, audio_loss
+    from polydiff.audio.pipeline import load_model
+    from polydiff.audio.train import trim_collate
+    from polydiff.core.train import TrainConfig, fit
+
+    tiny = {"channels": 16, "channel_mult": [1, 2], "heads": 2, "cond_dim": 32, "context_stride": 16,
+            "max_tokens": 64, "timbre": True}
+    model = AudioDiffusion(**tiny)
+    with torch.no_grad():
+        model.timbre.harm[0] = torch.linspace(1.0, -1.0, 16)                       # "fitted"
+    fitted = {k: v.clone() for k, v in model.timbre.state_dict().items()}
+    notes = [Note(0.4 * i, 0.4 * i + 0.3, 60 + i % 12, 90, 0) for i in range(24)]
+    data = segment_dataset(model.timbre, [notes])
+    data = [(m, t[:64], c) for m, t, c in data]
+    cfg = TrainConfig(out_dir=str(tmp_path), steps=3, batch_size=2, lr=1e-2, warmup_steps=0, checkpoint_every=3,
+                      log_every=1, device="cpu")
+    result = fit(model, data, audio_loss, cfg, collate_fn=trim_collate)
+    loaded = load_model(result.checkpoint)
+    for k, v in fitted.items():
+        torch.testing.assert_close(model.timbre.state_dict()[k], v)                # not trained
+        torch.testing.assert_close(loaded.timbre.state_dict()[k], v)               # saved and loaded back
+    with torch.no_grad():
+        _, notes_in = loaded.condition(data[0][1][None], data[0][2][None])
+    torch.testing.assert_close(notes_in[0, 128:], loaded.timbre(data[0][1][None])[0] + 1)   # the template channels
