@@ -43,6 +43,12 @@ only in part. `timbre.Timbre` fits those per program to the corpus by least squa
 each, minutes of CPU) and draws the template with them; it is fitted before training and frozen, stored
 in the checkpoint with the network.
 
+Why a residual model (`residual=True`): the network given the learned template still returned a mel
+further from the render than the template itself (its output has to rebuild the whole mel through its
+output layer). With `residual` the diffusion is of mel - template (`Centred`: D(x) = template +
+D_r(x - template)), and a fine-tune from a full-mel model starts with its output layer at zero, so it
+starts at the template and training can only move it by what the data says.
+
 The network is the whole checkpoint (`AudioDiffusion`, a `ModelMixin`); `denoiser(model)` wraps it in EDM
 preconditioning, the denoiser convention every sampler uses; `guided_denoiser` adds two-scale
 classifier-free guidance for sampling.
@@ -173,11 +179,14 @@ class AudioDiffusion(ModelMixin):
                  sigma_data: float = 0.5, p_drop_notes: float = 0.1, p_drop_context: float = 0.1,
                  roll: bool = True, backbone: str = "unet", channels: int = 96,
                  channel_mult: tuple[int, ...] = (1, 2, 2), template: bool = False, p_mean: float = -1.2,
-                 p_std: float = 1.2, timbre: bool = False):
+                 p_std: float = 1.2, timbre: bool = False, residual: bool = False):
         super().__init__()
         self.n_mels, self.frames, self.max_tokens, self.time_bin = n_mels, frames, max_tokens, time_bin
         self.sigma_data, self.p_drop_notes, self.p_drop_context = sigma_data, p_drop_notes, p_drop_context
         self.use_roll, self.use_template = roll, template or timbre
+        if residual and not self.use_template:
+            raise ValueError("residual=True diffuses the mel's difference from the template: set template or timbre")
+        self.residual = residual
         if timbre:                 # the template drawn by the learned renderer; fitted beforehand, then frozen
             from .timbre import Timbre
 
@@ -225,6 +234,11 @@ class AudioDiffusion(ModelMixin):
     def note_channels(self) -> bool:
         return self.use_roll or self.use_template
 
+    def mean_of(self, roll) -> torch.Tensor | float:
+        """The mel the diffusion is centred on (`residual`): the template drawn into the note channels
+        (their last n_mels), -1 (silence) where the notes are dropped; 0 without `residual`."""
+        return roll[:, -self.n_mels:] - 1 if self.residual else 0.0
+
     def denoise(self, x, c_noise, cond: Condition, roll=None):
         """The backbone on the noisy mel (B, 128, T) with the note channels (roll, template) appended."""
         if self.note_channels:
@@ -235,9 +249,28 @@ class AudioDiffusion(ModelMixin):
         return self.denoise(x, c_noise, *self.condition(tokens, context, use_notes, use_context))
 
 
-def denoiser(model: AudioDiffusion) -> EDMPrecond:
-    """D(x, sigma, tokens=, context=, use_notes=, use_context=) -> clean mel estimate (EDM preconditioning)."""
-    return EDMPrecond(model, sigma_data=model.sigma_data)
+class Centred(torch.nn.Module):
+    """D(x, sigma, **kw) = mean + D_r(x - mean, sigma, **kw): a denoiser of the residual about a known
+    mean (`AudioDiffusion.residual`), as a denoiser of the mel itself, so every sampler and CFG apply
+    unchanged. mean_of(**kw) gives the mean of the batch the keywords select."""
+
+    def __init__(self, den, mean_of):
+        super().__init__()
+        self.den, self.mean_of = den, mean_of
+
+    def forward(self, x, sigma, **kw):
+        mean = self.mean_of(**kw)
+        return mean + self.den(x - mean, sigma, **kw)
+
+
+def denoiser(model: AudioDiffusion):
+    """D(x, sigma, tokens=, context=, use_notes=, use_context=) -> clean mel estimate (EDM preconditioning;
+    about the template for a `residual` model)."""
+    den = EDMPrecond(model, sigma_data=model.sigma_data)
+    if not model.residual:
+        return den
+    return Centred(den, lambda tokens, context, use_notes=None, use_context=None, **_: model.mean_of(
+        model.condition(tokens, context, use_notes, use_context)[1]))
 
 
 def audio_loss(model, batch, generator):
@@ -252,6 +285,11 @@ def audio_loss(model, batch, generator):
     cond = {"tokens": tokens, "context": context, "use_notes": u[0] >= raw.p_drop_notes,
             "use_context": u[1] >= raw.p_drop_context}
     param = EDMPrecond(model, sigma_data=raw.sigma_data, P_mean=raw.p_mean, P_std=raw.p_std)
+    if raw.residual:               # the diffusion is of mel - template (the network sees the template too)
+        with torch.no_grad():
+            sketch = raw.timbre(tokens[:, : raw.max_tokens].long()) if hasattr(raw, "timbre") else \
+                mel_template(*note_rolls(tokens[:, : raw.max_tokens].long(), raw.frames))
+        mel = mel - torch.where(cond["use_notes"][:, None, None], sketch.to(mel.dtype), -torch.ones_like(mel))
     return diffusion_loss(param, mel, cond, generator=generator)
 
 
@@ -284,6 +322,8 @@ def guided_denoiser(model: AudioDiffusion, tokens, context, cfg_notes: float = 1
         return model.denoise(x, c_noise, conds.select(rows), None if rolls is None else rolls[rows])
 
     den = EDMPrecond(net, sigma_data=model.sigma_data)
+    if model.residual:
+        den = Centred(den, lambda rows: model.mean_of(rolls[rows]))
     if len(passes) == 1:
         return lambda x, sigma: den(x, sigma, rows=rows[0])
     if len(passes) == 2:

@@ -39,6 +39,7 @@ class ModelConfig:
     channel_mult: tuple[int, ...] = (1, 2, 2)
     template: bool = False          # the notes drawn as a harmonic mel template, extra input channels
     timbre: bool = False            # ... drawn by the learned renderer instead (audio/timbre.py; fitted first)
+    residual: bool = False          # diffuse the mel's difference from the template (see AudioDiffusion.mean_of)
     p_mean: float = -1.2            # training noise levels: log sigma ~ N(p_mean, p_std^2) (EDM)
     p_std: float = 1.2
 
@@ -82,9 +83,21 @@ def train(config_path=None, overrides=(), **_):
     model = AudioDiffusion(**asdict(cfg.model))
     if cfg.init:
         init_weights(model, cfg.init)
+        if cfg.model.residual and not _config_of(cfg.init).get("residual", False):
+            # a full-mel model turned residual: its output layer starts at zero, so the fine-tune begins
+            # at the template itself (D = template at high noise) instead of template + a whole mel
+            torch.nn.init.zeros_(model.net.conv_out.weight)
+            torch.nn.init.zeros_(model.net.conv_out.bias)
     if cfg.model.timbre:
         model.timbre.load_state_dict(fitted_timbre(cfg).state_dict())
     return fit(model, data, audio_loss, cfg.train, run_config=cfg, collate_fn=trim_collate)
+
+
+def _config_of(folder) -> dict:
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(folder) / "config.json").read_text()).get("config", {})
 
 
 def fitted_timbre(cfg: AudioRun):

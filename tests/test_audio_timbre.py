@@ -135,3 +135,31 @@ def test_a_model_on_the_learned_template_keeps_it_frozen_through_training_and_ch
     with torch.no_grad():
         _, notes_in = loaded.condition(data[0][1][None], data[0][2][None])
     torch.testing.assert_close(notes_in[0, 128:], loaded.timbre(data[0][1][None])[0] + 1)   # the template channels
+
+
+def test_a_residual_model_is_centred_on_its_template():
+    """residual=True: the denoiser is template + the network's residual, so a network that outputs zero
+    gives back the template at high noise, in training targets and through the sampling pipeline."""
+    from polydiff.audio.model import AudioDiffusion, denoiser
+    from polydiff.audio.pipeline import Sampling, sample_segment
+
+    tiny = {"channels": 16, "channel_mult": [1, 2], "heads": 2, "cond_dim": 32, "context_stride": 16,
+            "max_tokens": 64, "timbre": True, "residual": True, "sigma_data": 0.25}
+    model = AudioDiffusion(**tiny).eval()
+    torch.nn.init.zeros_(model.net.conv_out.weight)
+    torch.nn.init.zeros_(model.net.conv_out.bias)
+    notes = [Note(0.4 * i, 0.4 * i + 0.3, 60 + i % 12, 90, 0) for i in range(12)]
+    tok = tokens_of(notes)[:, :64]
+    ctx = torch.full((1, N_MELS, SEGMENT_FRAMES), -1.0)
+    with torch.no_grad():
+        sketch = model.timbre(tok)
+        x = torch.randn(1, N_MELS, SEGMENT_FRAMES)
+        d = denoiser(model)(x, torch.tensor([1e6]), tokens=tok, context=ctx)
+        mel = sample_segment(model, tok, ctx, Sampling(), torch.Generator().manual_seed(0))
+        dropped = denoiser(model)(x, torch.tensor([1e6]), tokens=tok, context=ctx, use_notes=torch.tensor([False]))
+    torch.testing.assert_close(d, sketch, atol=1e-4, rtol=0)
+    c_skip = 0.25 ** 2 / (10.0 ** 2 + 0.25 ** 2)               # one step from x = 0 at sigma_max 10
+    torch.testing.assert_close(mel, (sketch * (1 - c_skip)).clamp(-1, 1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(dropped, torch.full_like(x, -1.0), atol=1e-4, rtol=0)       # no notes: silence
+    with pytest.raises(ValueError, match="template"):
+        AudioDiffusion(**{**tiny, "timbre": False})
