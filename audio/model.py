@@ -179,18 +179,19 @@ class AudioDiffusion(ModelMixin):
                  sigma_data: float = 0.5, p_drop_notes: float = 0.1, p_drop_context: float = 0.1,
                  roll: bool = True, backbone: str = "unet", channels: int = 96,
                  channel_mult: tuple[int, ...] = (1, 2, 2), template: bool = False, p_mean: float = -1.2,
-                 p_std: float = 1.2, timbre: bool = False, residual: bool = False):
+                 p_std: float = 1.2, timbre: bool = False, residual: bool = False, context_mean: bool = False,
+                 timbre_subframe: bool = False):
         super().__init__()
         self.n_mels, self.frames, self.max_tokens, self.time_bin = n_mels, frames, max_tokens, time_bin
         self.sigma_data, self.p_drop_notes, self.p_drop_context = sigma_data, p_drop_notes, p_drop_context
         self.use_roll, self.use_template = roll, template or timbre
         if residual and not self.use_template:
             raise ValueError("residual=True diffuses the mel's difference from the template: set template or timbre")
-        self.residual = residual
+        self.residual, self.context_mean = residual, context_mean
         if timbre:                 # the template drawn by the learned renderer; fitted beforehand, then frozen
             from .timbre import Timbre
 
-            self.timbre = Timbre(frames).requires_grad_(False)
+            self.timbre = Timbre(frames, subframe=timbre_subframe).requires_grad_(False)
         self.p_mean, self.p_std = p_mean, p_std                # training noise levels (EDM log-normal)
         n_time_bins = VOCAB.n_time // time_bin + 1
         self.notes = TokenConditioner([VOCAB.size, n_time_bins], cond_dim, depth=note_depth, heads=heads,
@@ -234,10 +235,24 @@ class AudioDiffusion(ModelMixin):
     def note_channels(self) -> bool:
         return self.use_roll or self.use_template
 
-    def mean_of(self, roll) -> torch.Tensor | float:
-        """The mel the diffusion is centred on (`residual`): the template drawn into the note channels
-        (their last n_mels), -1 (silence) where the notes are dropped; 0 without `residual`."""
-        return roll[:, -self.n_mels:] - 1 if self.residual else 0.0
+    def mean_of(self, roll, context=None, use_notes=None, use_context=None) -> torch.Tensor | float:
+        """The mel the diffusion is centred on (`residual`; 0 otherwise): the template drawn into the note
+        channels (their last n_mels) where the notes are used. Where they are dropped: silence (-1), or
+        with `context_mean` and the context used, each mel bin's mean over the context's last half second
+        held (a free continuation then starts from the level the music was at).
+        roll: (B, C, T) note channels; context: (B, 128, T); use_notes / use_context: (B,) bool (True)."""
+        if not self.residual:
+            return 0.0
+        sketch = roll[:, -self.n_mels:] - 1
+        b = roll.shape[0]
+        yes = torch.ones(b, dtype=torch.bool, device=roll.device)
+        use_notes = yes if use_notes is None else use_notes.to(roll.device).bool()
+        other = torch.full_like(sketch, SILENCE)
+        if self.context_mean and context is not None:
+            use_context = yes if use_context is None else use_context.to(roll.device).bool()
+            held = context[..., -25:].mean(-1, keepdim=True).to(sketch.dtype).expand_as(sketch)
+            other = torch.where(use_context[:, None, None], held, other)
+        return torch.where(use_notes[:, None, None], sketch, other)
 
     def denoise(self, x, c_noise, cond: Condition, roll=None):
         """The backbone on the noisy mel (B, 128, T) with the note channels (roll, template) appended."""
@@ -270,7 +285,7 @@ def denoiser(model: AudioDiffusion):
     if not model.residual:
         return den
     return Centred(den, lambda tokens, context, use_notes=None, use_context=None, **_: model.mean_of(
-        model.condition(tokens, context, use_notes, use_context)[1]))
+        model.condition(tokens, context, use_notes, use_context)[1], context, use_notes, use_context))
 
 
 def audio_loss(model, batch, generator):
@@ -285,11 +300,11 @@ def audio_loss(model, batch, generator):
     cond = {"tokens": tokens, "context": context, "use_notes": u[0] >= raw.p_drop_notes,
             "use_context": u[1] >= raw.p_drop_context}
     param = EDMPrecond(model, sigma_data=raw.sigma_data, P_mean=raw.p_mean, P_std=raw.p_std)
-    if raw.residual:               # the diffusion is of mel - template (the network sees the template too)
+    if raw.residual:               # the diffusion is of mel - its mean (the template where notes are given)
         with torch.no_grad():
-            sketch = raw.timbre(tokens[:, : raw.max_tokens].long()) if hasattr(raw, "timbre") else \
-                mel_template(*note_rolls(tokens[:, : raw.max_tokens].long(), raw.frames))
-        mel = mel - torch.where(cond["use_notes"][:, None, None], sketch.to(mel.dtype), -torch.ones_like(mel))
+            tok = tokens[:, : raw.max_tokens].long()
+            sketch = raw.timbre(tok) if hasattr(raw, "timbre") else mel_template(*note_rolls(tok, raw.frames))
+            mel = mel - raw.mean_of(sketch.to(mel.dtype) + 1, context, cond["use_notes"], cond["use_context"])
     return diffusion_loss(param, mel, cond, generator=generator)
 
 
@@ -323,7 +338,8 @@ def guided_denoiser(model: AudioDiffusion, tokens, context, cfg_notes: float = 1
 
     den = EDMPrecond(net, sigma_data=model.sigma_data)
     if model.residual:
-        den = Centred(den, lambda rows: model.mean_of(rolls[rows]))
+        means = torch.cat([model.mean_of(r, context, n, c) for (n, c), (_, r) in zip(passes, both)])
+        den = Centred(den, lambda rows: means[rows])
     if len(passes) == 1:
         return lambda x, sigma: den(x, sigma, rows=rows[0])
     if len(passes) == 2:

@@ -84,9 +84,9 @@ def segment_notes(tokens: torch.Tensor) -> list[list[tuple[float, float, int, in
 class Timbre(nn.Module):
     """The learned renderer (see the module docstring); forward(tokens) -> (B, 128, frames) in [-1, 1]."""
 
-    def __init__(self, frames: int = SEGMENT_FRAMES):
+    def __init__(self, frames: int = SEGMENT_FRAMES, subframe: bool = False):
         super().__init__()
-        self.frames = frames
+        self.frames, self.subframe = frames, subframe
         n = SHARED + 1
         k = torch.arange(1, HARMONICS + 1).float()
         self.harm = nn.Parameter(torch.zeros(n, HARMONICS))
@@ -137,7 +137,17 @@ class Timbre(nn.Module):
         j = t[None] - on.round()[:, None] + torch.where(tied, TIED_FRAMES, 0)[:, None]        # (N, T)
         jc = j.clamp(0, ENV_FRAMES - 1).long()
         env = self._p("env", prog)
-        log_env = env.gather(1, jc) - self._p("decay", prog)[:, None] * (j - (ENV_FRAMES - 1)).clamp(min=0)
+        if self.subframe:     # the envelope at the exact (10 ms) onset, between frames: attacks stay sharp
+            jf = t[None] - on[:, None] + torch.where(tied, TIED_FRAMES, 0)[:, None] + 1   # 0: the frame before
+            padded = torch.cat([torch.full_like(env[:, :1], -20.0), env], 1)
+            i0 = jf.clamp(0, ENV_FRAMES).floor()
+            w = (jf.clamp(0, ENV_FRAMES) - i0)
+            i0 = i0.long()
+            i1 = (i0 + 1).clamp(max=ENV_FRAMES)
+            log_env = padded.gather(1, i0) * (1 - w) + padded.gather(1, i1) * w
+            log_env = log_env - self._p("decay", prog)[:, None] * (jf - ENV_FRAMES).clamp(min=0)
+        else:
+            log_env = env.gather(1, jc) - self._p("decay", prog)[:, None] * (j - (ENV_FRAMES - 1)).clamp(min=0)
         after = (t[None] - off.round()[:, None]).clamp(min=0)
         log_env = log_env - after / self._p("release", prog).exp()[:, None]
         key = pitch.clamp(0, 127)
@@ -145,6 +155,8 @@ class Timbre(nn.Module):
         log_denv = self._p("drum_env", key).gather(1, djc)
         log_env = torch.where(drum[:, None], log_denv, log_env)
         sounding = (j >= 0) & ~(drum[:, None] & (j >= DRUM_FRAMES))
+        if self.subframe:
+            sounding = sounding | (~drum[:, None] & (jf > 0))
         amp = (self._p("level", prog) + self._p("tilt", prog) * (pitch.float() - 60) / 12
                + self._p("gamma", prog) * torch.log(vel / 127))
         spec = torch.einsum("nk,nkf->nf", self._p("harm", prog).exp(), self.table[key]) + self._p("noise", prog).exp()
@@ -162,7 +174,7 @@ class Timbre(nn.Module):
 
 
 def fit_timbre(data, steps: int = 1200, batch: int = 32, lr: float = 0.03, seed: int = 0, flux: float = 1.0,
-               progress: bool = True) -> Timbre:
+               progress: bool = True, subframe: bool = False) -> Timbre:
     """Fit a `Timbre` to the training segments of a corpus cache (a folder) or to a dataset of (mel, tokens,
     context) segments: Adam on the L1 distance of the [-1, 1] mels and of their frame-to-frame changes
     (weight `flux`: without it the attacks come out softer than the music's), plus a small penalty on
@@ -174,7 +186,7 @@ def fit_timbre(data, steps: int = 1200, batch: int = 32, lr: float = 0.03, seed:
     if not isinstance(data, torch.utils.data.Dataset) and not isinstance(data, list):
         data = AudioSegments(data, "train")
     gen = torch.Generator().manual_seed(seed)
-    model = Timbre()
+    model = Timbre(subframe=subframe)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr * 0.05)
     decoded: dict[int, list] = {}

@@ -40,6 +40,8 @@ class ModelConfig:
     template: bool = False          # the notes drawn as a harmonic mel template, extra input channels
     timbre: bool = False            # ... drawn by the learned renderer instead (audio/timbre.py; fitted first)
     residual: bool = False          # diffuse the mel's difference from the template (see AudioDiffusion.mean_of)
+    context_mean: bool = False      # residual: without notes, centred on the context's held level, not silence
+    timbre_subframe: bool = False   # the learned renderer places attacks at their exact 10 ms onset
     p_mean: float = -1.2            # training noise levels: log sigma ~ N(p_mean, p_std^2) (EDM)
     p_std: float = 1.2
 
@@ -60,6 +62,7 @@ class AudioRun:
     threads: int = 1                # torch CPU threads (1 is fastest for these small ops on a busy CPU)
     init: str = ""                  # start from this checkpoint's weights (EMA if present; see init_weights)
     timbre_steps: int = 1200        # fitting steps of the learned renderer (model.timbre) before training
+    timbre_flux: float = 1.0        # weight of its frame-to-frame-change loss (timbre.fit_timbre)
 
 
 def trim_collate(items):
@@ -111,11 +114,12 @@ def fitted_timbre(cfg: AudioRun):
     from .timbre import Timbre, fit_timbre
 
     path = Path(cfg.train.out_dir) / "timbre.safetensors"
-    timbre = Timbre()
+    timbre = Timbre(subframe=cfg.model.timbre_subframe)
     if path.is_file():
         timbre.load_state_dict(load_file(str(path)))
         return timbre
-    timbre = fit_timbre(cfg.data.cache, steps=cfg.timbre_steps, seed=cfg.data.seed)
+    timbre = fit_timbre(cfg.data.cache, steps=cfg.timbre_steps, seed=cfg.data.seed, flux=cfg.timbre_flux,
+                        subframe=cfg.model.timbre_subframe)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in timbre.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(state, str(tmp)))

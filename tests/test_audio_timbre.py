@@ -163,3 +163,14 @@ def test_a_residual_model_is_centred_on_its_template():
     torch.testing.assert_close(dropped, torch.full_like(x, -1.0), atol=1e-4, rtol=0)       # no notes: silence
     with pytest.raises(ValueError, match="template"):
         AudioDiffusion(**{**tiny, "timbre": False})
+    # context_mean: without notes, centred on each mel bin's level over the context's last half second
+    held = AudioDiffusion(**{**tiny, "context_mean": True}).eval()
+    torch.nn.init.zeros_(held.net.conv_out.weight)
+    torch.nn.init.zeros_(held.net.conv_out.bias)
+    ctx = torch.rand(1, N_MELS, SEGMENT_FRAMES) * 2 - 1
+    with torch.no_grad():
+        free = denoiser(held)(x, torch.tensor([1e6]), tokens=tok, context=ctx, use_notes=torch.tensor([False]))
+        mel = sample_segment(held, tok, ctx, Sampling(temperature=0.0), torch.Generator(), use_notes=False)
+    level = ctx[..., -25:].mean(-1, keepdim=True).expand_as(ctx)
+    torch.testing.assert_close(free, level, atol=1e-4, rtol=0)
+    torch.testing.assert_close(mel, level * (1 - c_skip), atol=1e-5, rtol=0)
