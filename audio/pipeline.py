@@ -43,7 +43,7 @@ from .codec import (
 from .model import SILENCE, AudioDiffusion, guided_denoiser
 from .notes import VOCAB, MidiError, n_segments, pad_tokens, read_midi, window_tokens
 
-DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "template"   # base + note template (see configs)
+DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "timbre"   # template + learned renderer, residual (configs)
 SEGMENT_SECONDS = SEGMENT_FRAMES * HOP / 16000
 
 

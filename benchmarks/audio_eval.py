@@ -6,6 +6,7 @@ val scores the validation pieces instead, the ones settings are chosen on).
 Rows (means over pieces, first SECONDS of each):
   codec ceiling      ground-truth mel -> Griffin-Lim (what any mel model can reach with this vocoder)
   sine baseline      additive sine synth of the notes
+  learned template   (models with a learned renderer) its template of the notes alone -> Griffin-Lim
   synth              the model, every window from its notes and the 5.12 s before it (generated)
   continue + notes   the first segment is given (the real render); the rest follows the notes
   continue free      the same without notes (context only): expected to drift from the reference
@@ -30,7 +31,7 @@ Speed (one run, this machine): real-time factor of `synth` at default settings (
 seconds per second of audio), and the time of one segment sampled by 1000-step DDPM over the same model
 and guidance against the default sampler.
 
-    .venv/bin/python benchmarks/audio_eval.py --checkpoint audio/checkpoints/template --pieces 8 --seconds 20
+    .venv/bin/python benchmarks/audio_eval.py --checkpoint audio/checkpoints/timbre --pieces 8 --seconds 20
 """
 
 from __future__ import annotations
@@ -68,6 +69,16 @@ def held_over(notes: list[Note], t0: float, end: float) -> list[Note]:
     where `shift` would make each one a new attack at the join that the reference does not have."""
     return [Note(n.onset - t0, min(n.offset, end) - t0, n.pitch, n.velocity, n.program, n.is_drum)
             for n in notes if n.offset > t0 + 0.01 and n.onset < end]
+
+
+def template_mel(model, notes: list[Note]) -> torch.Tensor:
+    """(128, T): the model's learned renderer (`audio.timbre`) drawing the notes segment by segment, with
+    no diffusion: the template the residual model is centred on."""
+    from polydiff.audio.notes import encode_segments, pad_tokens
+
+    tok = torch.from_numpy(pad_tokens(encode_segments(notes), model.max_tokens)[0].astype(np.int64))
+    with torch.no_grad():
+        return torch.cat(list(model.timbre(tok)), -1)
 
 
 def chroma_share(audio, pitch_classes) -> float:
@@ -126,8 +137,12 @@ def main():
                 synth_time += time.perf_counter() - t
                 synth_secs += len(song) / SAMPLE_RATE
                 seams = [s for s in res.seams if s < args.seconds - 0.5]
-                for name, audio in ((f"codec ceiling (GL {opts.gl_iters})", gl.mel_to_audio(audio_to_mel(ref)).numpy()),
-                                    ("sine baseline", sine_synth(notes, args.seconds)), ("ground truth", ref)):
+                systems = [(f"codec ceiling (GL {opts.gl_iters})", gl.mel_to_audio(audio_to_mel(ref)).numpy()),
+                           ("sine baseline", sine_synth(notes, args.seconds)), ("ground truth", ref)]
+                if hasattr(model, "timbre"):            # the model's learned template alone: what diffusion adds
+                    systems.append(("learned template alone", gl.mel_to_audio(template_mel(
+                        model, shift(notes, 0.0, args.seconds))).numpy()))
+                for name, audio in systems:
                     rows.setdefault(name, []).append(all_metrics(audio[: len(ref)], ref, notes, seams))
             joins = [s for s in res.seams if s < args.seconds - 0.5]
             rows.setdefault(f"synth{tag}", []).append(all_metrics(song[: len(ref)], ref, notes, joins))
