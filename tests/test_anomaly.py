@@ -7,14 +7,7 @@ from polydiff.core.testbed import GaussianMixture
 from sklearn.metrics import roc_auc_score
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests run many small ops; on a loaded 2-core box, intra-op threads spin-wait for each other
-    and make them 20-50x slower. One thread is the fast setting here; the previous value is restored."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gen(seed):

@@ -19,13 +19,7 @@ from polydiff.audio.codec import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # small FFTs on a shared 2-core machine run many times faster on one thread
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tone(freq, seconds, amp=0.5, sr=SAMPLE_RATE):

@@ -36,12 +36,7 @@ needs_fluidsynth = pytest.mark.skipif(
 TRAIN, TEST = "bach/bwv251.mxl", "bach/bwv432.mxl"      # a train and a test chorale (hash split)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def same_notes(a, b):

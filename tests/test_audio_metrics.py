@@ -4,7 +4,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from polydiff.audio.baseline import sine_synth
 from polydiff.audio.codec import SAMPLE_RATE
 from polydiff.audio.metrics import (
@@ -18,12 +17,7 @@ from polydiff.audio.metrics import (
 from polydiff.audio.notes import Note
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def melody(n=16, gap=0.25, seed=0):

@@ -27,12 +27,7 @@ FAST = ["--steps", "2"]
 CHROMA_SHARE_BOUND = 0.6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tune(n_notes=12, program=0, base=60):

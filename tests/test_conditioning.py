@@ -16,12 +16,7 @@ from polydiff.core.conditioning import (
 from polydiff.core.transformer import DiT
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cond(b=4, length=3, dim=6, seed=0):

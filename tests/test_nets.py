@@ -51,13 +51,7 @@ def condition(b=2, length=5, valid=(3, 5)):
 KINDS = ["unet1d", "unet2d", "dit", "dit_image"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These nets are tiny: a second thread only adds synchronisation (and stalls on a busy machine).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- embeddings -------------------------------------------------------------------------------

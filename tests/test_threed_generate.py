@@ -18,13 +18,7 @@ from polydiff.threed.sds import DenoiserPrior
 TINY = {"iters": 3, "batch": 1, "resolution": 16, "n_samples": 12, "mesh_resolution": 24, "field_resolutions": (8, 16)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine spinning threads cost."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class SmoothSphere:

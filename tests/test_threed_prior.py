@@ -21,13 +21,7 @@ TINY_NET = ["model.resolution=16", "model.channels=16", "model.channel_mult=[1,2
 _TRAINED: dict = {}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine spinning threads cost."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train_tiny_prior(tmp_path_factory, steps: int = 8):

@@ -10,7 +10,6 @@ distance, in well under 60 s of CPU; an untrained model is not, so the bound say
 
 import time
 
-import pytest
 import torch
 from torch import nn
 
@@ -56,15 +55,6 @@ def draw(denoiser, seed=1, steps=24):
 
 def sw(a, b):
     return sliced_wasserstein(a, b, n_projections=512, generator=torch.Generator().manual_seed(3)).item()
-
-
-@pytest.fixture
-def one_thread():
-    # A 128-wide MLP gains nothing from threads, and threads contend badly on a shared 2-core box.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def train_toy(out_dir, steps=1000):
