@@ -210,8 +210,10 @@ class AudioDiffusion(ModelMixin):
         else:
             raise ValueError(f"backbone must be 'unet' or 'dit', got {backbone!r}")
 
-    def condition(self, tokens, context, use_notes=None, use_context=None) -> tuple[Condition, torch.Tensor | None]:
-        """The cross-attention condition (notes, then context) and the notes' roll (B, 128, frames) or None."""
+    def condition(self, tokens, context, use_notes=None, use_context=None,
+                  roll=None) -> tuple[Condition, torch.Tensor | None]:
+        """The cross-attention condition (notes, then context) and the note channels (`note_input`; pass
+        `roll` when they are already drawn)."""
         b = context.shape[0]
         ones = torch.ones(b, dtype=torch.bool, device=context.device)
         use_notes = ones if use_notes is None else use_notes.bool()
@@ -220,16 +222,23 @@ class AudioDiffusion(ModelMixin):
         ids = torch.stack([tokens, token_times(tokens, self.time_bin)], -1)       # (B, L, 2)
         notes = choose(self.notes(ids), self.null_notes, use_notes)
         ctx = choose(self.context(context), self.null_context, use_context)
-        roll = None
-        if self.use_roll or self.use_template:
-            pitched, drums = note_rolls(tokens, self.frames)
-            parts = [torch.maximum(pitched, drums)] if self.use_roll else []
-            if self.use_template:                      # 0 = silence - 1 where dropped, like the roll
-                sketch = self.timbre(tokens) if hasattr(self, "timbre") else mel_template(pitched, drums)
-                parts.append(sketch + 1)
-            keep = use_notes[:, None, None].to(context.dtype)
-            roll = torch.cat(parts, 1).to(context.dtype) * keep
+        if roll is None:
+            roll = self.note_input(tokens, use_notes)
         return join(notes, ctx), roll
+
+    def note_input(self, tokens, use_notes=None) -> torch.Tensor | None:
+        """(B, C, frames) the note channels appended to the noisy mel (piano roll, template), zeros where
+        the notes are dropped; None for a model without them."""
+        if not self.note_channels:
+            return None
+        tokens = tokens[:, : self.max_tokens].long()
+        pitched, drums = note_rolls(tokens, self.frames)
+        parts = [torch.maximum(pitched, drums)] if self.use_roll else []
+        if self.use_template:                      # 0 = silence - 1 where dropped, like the roll
+            sketch = self.timbre(tokens) if hasattr(self, "timbre") else mel_template(pitched, drums)
+            parts.append(sketch + 1)
+        roll = torch.cat(parts, 1)
+        return roll if use_notes is None else roll * use_notes.to(roll.device)[:, None, None].to(roll.dtype)
 
     @property
     def note_channels(self) -> bool:
@@ -260,8 +269,8 @@ class AudioDiffusion(ModelMixin):
             x = torch.cat([x, roll.to(x.dtype)], 1)
         return self.net(x, c_noise, cond=cond)
 
-    def forward(self, x, c_noise, tokens, context, use_notes=None, use_context=None):
-        return self.denoise(x, c_noise, *self.condition(tokens, context, use_notes, use_context))
+    def forward(self, x, c_noise, tokens, context, use_notes=None, use_context=None, roll=None):
+        return self.denoise(x, c_noise, *self.condition(tokens, context, use_notes, use_context, roll))
 
 
 class Centred(torch.nn.Module):
@@ -285,7 +294,7 @@ def denoiser(model: AudioDiffusion):
     if not model.residual:
         return den
     return Centred(den, lambda tokens, context, use_notes=None, use_context=None, **_: model.mean_of(
-        model.condition(tokens, context, use_notes, use_context)[1], context, use_notes, use_context))
+        model.note_input(tokens, use_notes), context, use_notes, use_context))
 
 
 def audio_loss(model, batch, generator):
@@ -301,10 +310,9 @@ def audio_loss(model, batch, generator):
             "use_context": u[1] >= raw.p_drop_context}
     param = EDMPrecond(model, sigma_data=raw.sigma_data, P_mean=raw.p_mean, P_std=raw.p_std)
     if raw.residual:               # the diffusion is of mel - its mean (the template where notes are given)
-        with torch.no_grad():
-            tok = tokens[:, : raw.max_tokens].long()
-            sketch = raw.timbre(tok) if hasattr(raw, "timbre") else mel_template(*note_rolls(tok, raw.frames))
-            mel = mel - raw.mean_of(sketch.to(mel.dtype) + 1, context, cond["use_notes"], cond["use_context"])
+        with torch.no_grad():      # the note channels, drawn once: for the mean and as the network's input
+            cond["roll"] = raw.note_input(tokens, cond["use_notes"]).to(mel.dtype)
+        mel = mel - raw.mean_of(cond["roll"], context, cond["use_notes"], cond["use_context"])
     return diffusion_loss(param, mel, cond, generator=generator)
 
 
