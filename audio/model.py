@@ -39,7 +39,7 @@ dropped).
 
 Why a learned template (`timbre=True`): the harmonic stack draws every instrument alike (harmonics at 1/k,
 flat while held), and a few thousand CPU steps teach the network each instrument's spectrum and envelope
-only in part. `timbre.Timbre` fits those per program to the corpus by least squares (a few hundred numbers
+only in part. `timbre.Timbre` fits those per program to the corpus directly (a few hundred numbers
 each, minutes of CPU) and draws the template with them; it is fitted before training and frozen, stored
 in the checkpoint with the network.
 
@@ -67,7 +67,8 @@ from polydiff.core.transformer import DiT
 from polydiff.core.unet import UNet1D
 
 from .codec import N_FFT, N_MELS, SAMPLE_RATE, SEGMENT_FRAMES, db_to_unit, mel_filters
-from .notes import VOCAB, decode_segments
+from .notes import VOCAB
+from .timbre import Timbre, segment_notes
 
 TEMPLATE_SCALE = 56.0          # mel_template levels: notes peak near the corpus level (-17 dB at template peaks)
 DRUM_SCALE = 1.5             # drum bursts about as loud as the corpus drums
@@ -102,18 +103,17 @@ def note_rolls(tokens: torch.Tensor, frames: int = SEGMENT_FRAMES) -> tuple[torc
     pitched = torch.zeros(tokens.shape[0], 128, frames)
     drums = torch.zeros(tokens.shape[0], 128, frames)
     fps = frames / (VOCAB.segment_steps * 0.01)
-    for b, row in enumerate(tokens.tolist()):
-        tied = set(row[: row.index(VOCAB.tie)]) if VOCAB.tie in row else set()
-        for n in decode_segments([row]):
-            on = min(round(n.onset * fps), frames - 1)
-            off = max(min(round(n.offset * fps), frames), on + 1)
-            v = n.velocity / 127
-            if n.is_drum:
-                drums[b, n.pitch, on:on + 2] = torch.clamp(drums[b, n.pitch, on:on + 2], min=v)
+    for b, seg in enumerate(segment_notes(tokens, fps)):
+        for on, off, pitch, velocity, _, is_drum, tied in seg:
+            on = min(round(on), frames - 1)
+            off = max(min(round(off), frames), on + 1)
+            v = velocity / 127
+            if is_drum:
+                drums[b, pitch, on:on + 2] = torch.clamp(drums[b, pitch, on:on + 2], min=v)
                 continue
-            pitched[b, n.pitch, on:off] = torch.clamp(pitched[b, n.pitch, on:off], min=v / 2)
-            if not (on == 0 and VOCAB.pitch_offset + n.pitch in tied):
-                pitched[b, n.pitch, on:on + 2] = v
+            pitched[b, pitch, on:off] = torch.clamp(pitched[b, pitch, on:off], min=v / 2)
+            if not tied:
+                pitched[b, pitch, on:on + 2] = v
     return pitched.to(tokens.device), drums.to(tokens.device)
 
 
@@ -189,8 +189,6 @@ class AudioDiffusion(ModelMixin):
             raise ValueError("residual=True diffuses the mel's difference from the template: set template or timbre")
         self.residual, self.context_mean = residual, context_mean
         if timbre:                 # the template drawn by the learned renderer; fitted beforehand, then frozen
-            from .timbre import Timbre
-
             self.timbre = Timbre(frames, subframe=timbre_subframe).requires_grad_(False)
         self.p_mean, self.p_std = p_mean, p_std                # training noise levels (EDM log-normal)
         n_time_bins = VOCAB.n_time // time_bin + 1

@@ -1,10 +1,10 @@
 """A learned note renderer: each General MIDI program's spectrum and envelope, fitted to the corpus, drawing
-a segment's notes straight onto the codec's mel (the `template="learned"` input of the diffusion model).
+a segment's notes straight onto the codec's mel (the template input of a `timbre=True` diffusion model).
 
 Why: the fixed harmonic template (`model.mel_template`) draws every instrument the same way (harmonics at
 1/k, flat while held), so the denoiser has to learn each instrument's spectrum and envelope from a few
 thousand CPU steps, and does so only in part (its output is smoother than music). Those are a few hundred
-numbers per instrument that plain least squares on the corpus finds in minutes; the denoiser is then
+numbers per instrument that a direct fit to the corpus finds in minutes; the denoiser is then
 left with what they cannot say (the way notes interact, the room, the level of the mix).
 
 Per program p (0..127; shared parameters plus a per-program difference, so a program the corpus never
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -66,15 +67,16 @@ def harmonic_mel_table() -> torch.Tensor:
     return torch.from_numpy(spec).float() @ mel_filters()
 
 
-def segment_notes(tokens: torch.Tensor) -> list[list[tuple[float, float, int, int, int, bool, bool]]]:
+def segment_notes(tokens: torch.Tensor, fps: float = FPS) -> list[list[tuple[float, float, int, int, int, bool, bool]]]:
     """tokens (B, L) of single segments -> per segment [(onset frame, offset frame, pitch, velocity,
-    program, is_drum, tied)], decoded as `model.note_rolls` does."""
+    program, is_drum, tied)], frames at `fps` (fractional). tied: a note sounding in from the previous
+    segment (listed in the tie section, starting at 0): its onset lies in the previous segment."""
     out = []
     for row in tokens.tolist():
         tied = set(row[: row.index(VOCAB.tie)]) if VOCAB.tie in row else set()
         notes = []
         for n in decode_segments([row]):
-            on, off = n.onset * FPS, n.offset * FPS
+            on, off = n.onset * fps, n.offset * fps
             is_tied = (not n.is_drum and round(on) == 0 and VOCAB.pitch_offset + n.pitch in tied)
             notes.append((on, off, n.pitch, n.velocity, n.program, n.is_drum, is_tied))
         out.append(notes)
@@ -124,18 +126,16 @@ class Timbre(nn.Module):
         """(B, 128, frames) linear mel magnitude of each segment's notes."""
         dev = self.harm.device
         B, T = len(notes), self.frames
-        n_max = max(1, max(len(x) for x in notes))
-        rows = torch.tensor([[*x, 1.0] for seg in notes for x in seg] or [[0.0] * 8], device=dev,
-                            dtype=torch.float64)
         counts = [len(x) for x in notes]
         if not any(counts):
             return torch.zeros(B, 128, T, device=dev)
+        n_max = max(counts)
+        rows = torch.tensor([x for seg in notes for x in seg], device=dev, dtype=torch.float64)
         on, off = rows[:, 0].float(), rows[:, 1].float()
         pitch, vel, prog = rows[:, 2].long(), rows[:, 3].float(), rows[:, 4].long()
         drum, tied = rows[:, 5].bool(), rows[:, 6].bool()
         t = torch.arange(T, device=dev).float()
         j = t[None] - on.round()[:, None] + torch.where(tied, TIED_FRAMES, 0)[:, None]        # (N, T)
-        jc = j.clamp(0, ENV_FRAMES - 1).long()
         env = self._p("env", prog)
         if self.subframe:     # the envelope at the exact (10 ms) onset, between frames: attacks stay sharp
             jf = t[None] - on[:, None] + torch.where(tied, TIED_FRAMES, 0)[:, None] + 1   # 0: the frame before
@@ -147,7 +147,7 @@ class Timbre(nn.Module):
             log_env = padded.gather(1, i0) * (1 - w) + padded.gather(1, i1) * w
             log_env = log_env - self._p("decay", prog)[:, None] * (jf - ENV_FRAMES).clamp(min=0)
         else:
-            log_env = env.gather(1, jc) - self._p("decay", prog)[:, None] * (j - (ENV_FRAMES - 1)).clamp(min=0)
+            log_env = env.gather(1, j.clamp(0, ENV_FRAMES - 1).long()) - self._p("decay", prog)[:, None] * (j - (ENV_FRAMES - 1)).clamp(min=0)
         after = (t[None] - off.round()[:, None]).clamp(min=0)
         log_env = log_env - after / self._p("release", prog).exp()[:, None]
         key = pitch.clamp(0, 127)
@@ -178,12 +178,12 @@ def fit_timbre(data, steps: int = 1200, batch: int = 32, lr: float = 0.03, seed:
     """Fit a `Timbre` to the training segments of a corpus cache (a folder) or to a dataset of (mel, tokens,
     context) segments: Adam on the L1 distance of the [-1, 1] mels and of their frame-to-frame changes
     (weight `flux`: without it the attacks come out softer than the music's), plus a small penalty on
-    the per-program differences. Silent on progress=False; progress=None prints every 50 steps."""
+    the per-program differences."""
     from tqdm.auto import tqdm
 
     from .corpus import AudioSegments
 
-    if not isinstance(data, torch.utils.data.Dataset) and not isinstance(data, list):
+    if isinstance(data, (str, Path)):
         data = AudioSegments(data, "train")
     gen = torch.Generator().manual_seed(seed)
     model = Timbre(subframe=subframe)
@@ -191,11 +191,11 @@ def fit_timbre(data, steps: int = 1200, batch: int = 32, lr: float = 0.03, seed:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr * 0.05)
     decoded: dict[int, list] = {}
     bar = tqdm(range(steps), desc="fit timbre", disable=not progress)
-    for step in bar:
+    for _ in bar:
         idx = torch.randint(len(data), (batch,), generator=gen).tolist()
         mels, notes = [], []
         for i in idx:
-            mel, tok, _ = data[i]
+            mel, tok, _ctx = data[i]
             if i not in decoded:
                 decoded[i] = segment_notes(tok[None])[0]
             mels.append(mel)
@@ -210,6 +210,4 @@ def fit_timbre(data, steps: int = 1200, batch: int = 32, lr: float = 0.03, seed:
         opt.step()
         sched.step()
         bar.set_postfix(l1=f"{loss.item():.4f}")
-        if progress is None and step % 50 == 0:
-            print(step, round(loss.item(), 4), flush=True)
     return model.eval()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import torch
+from polydiff.core.checkpoint import read_config
 from polydiff.core.config import load_config
 from polydiff.core.train import TrainConfig, fit
 
@@ -86,7 +87,7 @@ def train(config_path=None, overrides=(), **_):
     model = AudioDiffusion(**asdict(cfg.model))
     if cfg.init:
         init_weights(model, cfg.init)
-        if cfg.model.residual and not _config_of(cfg.init).get("residual", False):
+        if cfg.model.residual and not read_config(cfg.init)["config"].get("residual", False):
             # a full-mel model turned residual: its output layer starts at zero, so the fine-tune begins
             # at the template itself (D = template at high noise) instead of template + a whole mel
             torch.nn.init.zeros_(model.net.conv_out.weight)
@@ -94,13 +95,6 @@ def train(config_path=None, overrides=(), **_):
     if cfg.model.timbre:
         model.timbre.load_state_dict(fitted_timbre(cfg).state_dict())
     return fit(model, data, audio_loss, cfg.train, run_config=cfg, collate_fn=trim_collate)
-
-
-def _config_of(folder) -> dict:
-    import json
-    from pathlib import Path
-
-    return json.loads((Path(folder) / "config.json").read_text()).get("config", {})
 
 
 def fitted_timbre(cfg: AudioRun):

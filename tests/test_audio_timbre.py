@@ -17,7 +17,6 @@ from polydiff.audio.timbre import (
     segment_notes,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -72,6 +71,28 @@ def test_ties_start_in_the_sustain_and_drums_end_with_their_envelope():
     with torch.no_grad():
         drum = tim.linear([[(20.0, 30.0, 38, 100, 0, True, False)]])[0].sum(0)         # a drum alone
     assert drum[20] > 0 and drum[20 + DRUM_FRAMES:].max() < 1e-9 * drum[20]             # over after its envelope
+
+
+def test_subframe_attacks_match_on_the_frame_and_interpolate_between_frames():
+    """subframe=True reads the envelope at the exact onset: an onset on a frame renders as the frame-rounded
+    renderer does; one half a frame later is read half a frame earlier in its envelope at every frame (the
+    log-envelope interpolated; before its first value, a -20 floor)."""
+    torch.manual_seed(1)
+    plain, exact = Timbre(), Timbre(subframe=True)
+    with torch.no_grad():
+        for p in plain.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    exact.load_state_dict(plain.state_dict())
+    note = (10.0, 80.0, 64, 90, 0, False, False)
+    with torch.no_grad():
+        torch.testing.assert_close(exact.linear([[note]]), plain.linear([[note]]), rtol=1e-5, atol=0)
+        half = exact.linear([[(10.5, 80.0, *note[2:])]])[0].sum(0)
+        on = exact.linear([[note]])[0].sum(0)
+        env = plain.env[SHARED] + plain.env[0]
+    assert half[9] == 0 and on[9] == 0                                     # silent a whole frame before
+    ratio = lambda log_level: torch.exp(log_level - env[0])                # level relative to the onset frame
+    torch.testing.assert_close(half[10] / on[10], ratio((-20.0 + env[0]) / 2), rtol=1e-4, atol=0)   # half in
+    torch.testing.assert_close(half[11] / on[10], ratio((env[0] + env[1]) / 2), rtol=1e-4, atol=0)
 
 
 def segment_dataset(truth, pieces):
