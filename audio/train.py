@@ -43,6 +43,9 @@ class ModelConfig:
     residual: bool = False          # diffuse the mel's difference from the template (see AudioDiffusion.mean_of)
     context_mean: bool = False      # residual: without notes, centred on the context's held level, not silence
     timbre_subframe: bool = False   # the learned renderer places attacks at their exact 10 ms onset
+    sharp_weight: float = 0.0       # weight of the L1 loss on the one-step output (see model.audio_loss)
+    sharp_flux: float = 1.0         # ... of its frame-to-frame-change term
+    sharp_sigma: float = 10.0       # ... the noise level it is taken at (the default sampler's sigma_max)
     p_mean: float = -1.2            # training noise levels: log sigma ~ N(p_mean, p_std^2) (EDM)
     p_std: float = 1.2
 
@@ -92,9 +95,20 @@ def train(config_path=None, overrides=(), **_):
             # at the template itself (D = template at high noise) instead of template + a whole mel
             torch.nn.init.zeros_(model.net.conv_out.weight)
             torch.nn.init.zeros_(model.net.conv_out.bias)
-    if cfg.model.timbre:
+    if cfg.model.timbre and not (cfg.init and _has_timbre(cfg.init)):    # else: the init's renderer, kept
         model.timbre.load_state_dict(fitted_timbre(cfg).state_dict())
     return fit(model, data, audio_loss, cfg.train, run_config=cfg, collate_fn=trim_collate)
+
+
+def _has_timbre(folder) -> bool:
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    name = "ema.safetensors" if (folder / "ema.safetensors").is_file() else "model.safetensors"
+    with safe_open(str(folder / name), "pt") as f:
+        return any(k.startswith("timbre.") for k in f.keys())
 
 
 def fitted_timbre(cfg: AudioRun):

@@ -118,7 +118,7 @@ def test_chunked_griffin_lim_leaves_no_seams_where_independent_segments_do():
 def test_griffin_lim_grows_out_of_given_audio_without_a_click():
     """Vocoding a mel whose first frames stand for known audio, held to it: that audio followed by the
     vocoded rest has no seam at the join, while the same audio followed by independently vocoded audio
-    has one (a phase jump). The given audio comes back as it was but for its last 10 ms (the fade)."""
+    has one (a phase jump). The given audio comes back as it was but for its last 0.2 s (the fade)."""
     from polydiff.audio.codec import HOP, START_FADE
     from polydiff.audio.metrics import seam_ratio
 

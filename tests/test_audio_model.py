@@ -149,7 +149,7 @@ def test_cli_synth_and_continue_end_to_end_keep_the_start_exactly(checkpoint, tm
         given, _ = sf.read(start, dtype="int16")
         more, _ = sf.read(out, dtype="int16")
         assert len(more) == len(given) + 6 * 16000
-        # the start, sample for sample but its last 10 ms (cross-faded into the continuation)
+        # the start, sample for sample but its last 0.2 s (cross-faded into the continuation)
         assert np.array_equal(more[: len(given) - START_FADE], given[: len(given) - START_FADE])
         assert np.abs(more[len(given):].astype(float)).max() > 0           # and something after it
 
