@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -115,12 +116,35 @@ def piece_key(piece_id: str) -> str:
 
 
 # -- arranging a score ---------------------------------------------------------------------------
+# music21 takes minutes on the largest scores (beethoven/opus18no4: 6.6 MB of MusicXML, over 9 minutes
+# without finishing on this machine) where a typical piece (3 kB median) takes well under a second; a piece
+# is cut at max_seconds anyway, so such scores are skipped (recorded as failed, like unreadable ones)
+MAX_SCORE_BYTES = 1_000_000
+
+
+def score_bytes(piece_id: str) -> int:
+    """Size of a corpus score's notation, uncompressed (.mxl files are zip archives)."""
+    import zipfile
+
+    from music21 import corpus
+
+    path = str(corpus.getWork(piece_id))
+    if path.endswith(".mxl"):
+        with zipfile.ZipFile(path) as z:
+            return sum(i.file_size for i in z.infolist())
+    return os.path.getsize(path)
+
+
 def score_parts(piece_id: str) -> tuple[list[list[Note]], np.ndarray, np.ndarray]:
     """Notes of each part of a music21 corpus score (an opus gives its first score), and the score's
     beat and downbeat times (s)."""
     import pretty_midi
     from music21 import corpus, midi, stream
 
+    size = score_bytes(piece_id)
+    if size > MAX_SCORE_BYTES:
+        raise ValueError(f"score too large to parse quickly ({size / 1e6:.1f} MB of notation, limit "
+                         f"{MAX_SCORE_BYTES / 1e6:.0f} MB)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         score = corpus.parse(piece_id)

@@ -181,7 +181,7 @@ class AudioDiffusion(ModelMixin):
                  channel_mult: tuple[int, ...] = (1, 2, 2), template: bool = False, p_mean: float = -1.2,
                  p_std: float = 1.2, timbre: bool = False, residual: bool = False, context_mean: bool = False,
                  timbre_subframe: bool = False, sharp_weight: float = 0.0, sharp_flux: float = 1.0,
-                 sharp_sigma: float = 10.0):
+                 sharp_sigma: float = 10.0, sharp_onset: float = 0.0):
         super().__init__()
         self.n_mels, self.frames, self.max_tokens, self.time_bin = n_mels, frames, max_tokens, time_bin
         self.sigma_data, self.p_drop_notes, self.p_drop_context = sigma_data, p_drop_notes, p_drop_context
@@ -193,6 +193,7 @@ class AudioDiffusion(ModelMixin):
             self.timbre = Timbre(frames, subframe=timbre_subframe).requires_grad_(False)
         self.p_mean, self.p_std = p_mean, p_std                # training noise levels (EDM log-normal)
         self.sharp_weight, self.sharp_flux, self.sharp_sigma = sharp_weight, sharp_flux, sharp_sigma  # audio_loss
+        self.sharp_onset = sharp_onset
         n_time_bins = VOCAB.n_time // time_bin + 1
         self.notes = TokenConditioner([VOCAB.size, n_time_bins], cond_dim, depth=note_depth, heads=heads,
                                       pad_id=VOCAB.pad)
@@ -297,6 +298,11 @@ def denoiser(model: AudioDiffusion):
         model.note_input(tokens, use_notes), context, use_notes, use_context))
 
 
+def onset_envelope(mel: torch.Tensor) -> torch.Tensor:
+    """(..., T - 1): the mel's rise from each frame to the next, averaged over the mel bins (falls count 0)."""
+    return (mel[..., 1:] - mel[..., :-1]).clamp(min=0).mean(-2)
+
+
 def audio_loss(model, batch, generator):
     """The training loss for `core.train.fit`: EDM loss on (mel, tokens, context) with notes and context
     each dropped (replaced by its null condition) with its own probability, independently.
@@ -306,7 +312,10 @@ def audio_loss(model, batch, generator):
     sharp_flux |its frame-to-frame change - the mel's|. Why: the EDM loss alone makes D(0, sigma_max) the
     conditional mean, which spreads an attack whose exact shape varies over several frames (a slow rise
     that onset detection splits into two or misses); L1 on the frame differences prefers the typical
-    (median) change, a step where the music steps."""
+    (median) change, a step where the music steps. sharp_onset > 0 adds sharp_weight x sharp_onset x
+    the L1 distance between the two mels' onset envelopes (`onset_envelope`: the rise from frame to frame
+    averaged over the mel bins, what onset detectors peak-pick), so a note entering under held ones
+    rises as much as it does in the music."""
     from polydiff.core.losses import diffusion_loss
 
     mel, tokens, context = batch
@@ -326,6 +335,9 @@ def audio_loss(model, batch, generator):
         x = -mean if raw.residual else torch.zeros_like(mel)
         err = param(x, torch.full((b,), raw.sharp_sigma, device=dev), **cond) - mel
         sharp = err.abs().mean() + raw.sharp_flux * (err[..., 1:] - err[..., :-1]).abs().mean()
+        if raw.sharp_onset > 0:
+            full = mean if raw.residual else 0.0
+            sharp = sharp + raw.sharp_onset * (onset_envelope(err + mel + full) - onset_envelope(mel + full)).abs().mean()
         loss = loss + raw.sharp_weight * sharp
     return loss
 

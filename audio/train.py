@@ -46,6 +46,7 @@ class ModelConfig:
     sharp_weight: float = 0.0       # weight of the L1 loss on the one-step output (see model.audio_loss)
     sharp_flux: float = 1.0         # ... of its frame-to-frame-change term
     sharp_sigma: float = 10.0       # ... the noise level it is taken at (the default sampler's sigma_max)
+    sharp_onset: float = 0.0        # ... weight of its onset-envelope term
     p_mean: float = -1.2            # training noise levels: log sigma ~ N(p_mean, p_std^2) (EDM)
     p_std: float = 1.2
 

@@ -180,3 +180,23 @@ def test_some_arrangements_get_a_drum_kit_on_the_beat_grid():
             snares = sorted(n.onset for n in drums if n.pitch == 38)
             assert snares[:2] == pytest.approx([0.5 / arr.tempo_factor, 1.5 / arr.tempo_factor])
     assert 2 <= with_drums <= 15                                               # about DRUM_PROB of 30
+
+
+@needs_fluidsynth
+def test_scores_too_large_to_parse_quickly_are_skipped_and_recorded(tmp_path, monkeypatch):
+    """A score over MAX_SCORE_BYTES of notation (.mxl counted uncompressed) is recorded as failed without
+    being parsed; the others are built as usual."""
+    import zipfile
+
+    import polydiff.audio.corpus as corpus_mod
+    from music21 import corpus
+
+    with zipfile.ZipFile(str(corpus.getWork(TEST))) as z:
+        size = sum(i.file_size for i in z.infolist())
+    assert corpus_mod.score_bytes(TEST) == size > 10_000
+    assert corpus_mod.score_bytes("beethoven/opus18no4.mxl") > corpus_mod.MAX_SCORE_BYTES   # the one that stalled
+    monkeypatch.setattr(corpus_mod, "MAX_SCORE_BYTES", size - 1)
+    monkeypatch.setattr(corpus_mod, "score_bytes", lambda pid: size if pid == TEST else 1)
+    index = build_data(tmp_path / "c", piece_ids=[TRAIN, TEST], seed=0, max_seconds=6.0)
+    assert [p["id"] for p in index["pieces"]] == [TRAIN]
+    assert len(index["failed"]) == 1 and "too large" in json.dumps(index["failed"])

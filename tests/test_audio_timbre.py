@@ -193,8 +193,8 @@ def test_a_residual_model_is_centred_on_its_template():
 
 
 def test_the_sharp_loss_is_l1_on_exactly_what_the_default_sampler_returns():
-    """sharp_weight > 0 adds sharp_weight x (|D - mel| + sharp_flux |D's frame changes - the mel's|) to
-    the EDM loss, with D the one-step, temperature-0 output the pipeline samples (computed here through
+    """sharp_weight > 0 adds sharp_weight x (|D - mel| + sharp_flux |D's frame changes - the mel's| +
+    sharp_onset |D's onset envelope - the mel's|) to the EDM loss, with D the one-step, temperature-0 output the pipeline samples (computed here through
     the sampling path, `guided_denoiser` at x = 0, not through the training code)."""
     from polydiff.audio.model import AudioDiffusion, audio_loss, guided_denoiser
 
@@ -207,13 +207,15 @@ def test_the_sharp_loss_is_l1_on_exactly_what_the_default_sampler_returns():
     ctx = torch.rand(2, N_MELS, SEGMENT_FRAMES) * 2 - 1
     torch.manual_seed(0)
     plain = AudioDiffusion(**tiny)
-    sharp = AudioDiffusion(**tiny, sharp_weight=0.7, sharp_flux=3.0, sharp_sigma=10.0)
+    sharp = AudioDiffusion(**tiny, sharp_weight=0.7, sharp_flux=3.0, sharp_sigma=10.0, sharp_onset=5.0)
     sharp.load_state_dict(plain.state_dict())
     losses = [audio_loss(m, (mel, tok, ctx), torch.Generator().manual_seed(1)) for m in (plain, sharp)]
     with torch.no_grad():
         d = guided_denoiser(sharp, tok, ctx)(torch.zeros_like(mel), torch.tensor(10.0))
     err = d - mel
     expected = err.abs().mean() + 3.0 * (err[..., 1:] - err[..., :-1]).abs().mean()
+    rise = lambda m: np.maximum(np.diff(m.numpy(), axis=-1), 0).mean(-2)                  # noqa: E731
+    expected += 5.0 * float(np.abs(rise(d) - rise(mel)).mean())
     torch.testing.assert_close((losses[1] - losses[0]).detach() / 0.7, expected, rtol=1e-4, atol=1e-6)
     assert expected > 0.1                   # a random network is far from random mels: the check has teeth
 
