@@ -43,10 +43,10 @@ from .codec import (
 from .model import SILENCE, AudioDiffusion, guided_denoiser
 from .notes import VOCAB, MidiError, n_segments, pad_tokens, read_midi, window_tokens
 
-DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "timbre"   # template + learned renderer, residual (configs)
+DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "sharp"    # timbre, sharpened on 216 pieces (configs)
 SEGMENT_SECONDS = SEGMENT_FRAMES * HOP / 16000
-# `continue_`'s default texture pass (`sample_segment`). Measured on the 8 val pieces with the shipped
-# model, continue with notes after the real first 5.12 s (2026-11-30): texture 0 / 0.05 / 0.1 gave the
+# `continue_`'s default texture pass (`sample_segment`). Measured on the 8 val pieces with the `timbre`
+# model (the default before `sharp`), continue with notes after the real first 5.12 s (2026-11-30): texture 0 / 0.05 / 0.1 gave the
 # continuation 0.35 / 0.97 / 1.35 times the real music's median frame-to-frame change, start-join seam
 # 1.66 / 0.97 (median) and chroma 0.872 / 0.865; for synth, texture 0.05 lowered onset F1 0.788 -> 0.763.
 CONTINUE_TEXTURE = 0.05

@@ -36,7 +36,7 @@ Speed (one run, this machine): real-time factor of `synth` at default settings (
 seconds per second of audio), and the time of one segment sampled by 1000-step DDPM over the same model
 and guidance against the default sampler.
 
-    .venv/bin/python benchmarks/audio_eval.py --checkpoint audio/checkpoints/timbre --pieces 8 --seconds 20
+    .venv/bin/python benchmarks/audio_eval.py --checkpoint audio/checkpoints/sharp --pieces 16 --seconds 20
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def chroma_share(audio, pitch_classes) -> float:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, default=None, help="model folder [default: the shipped one]")
-    ap.add_argument("--pieces", type=int, default=8)
+    ap.add_argument("--pieces", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds of each piece (3 joins)")
     ap.add_argument("--split", choices=("test", "val"), default="test",
                     help="the pieces scored: test (the reported figures) or val (for choosing settings)")
