@@ -109,7 +109,7 @@ def _has_timbre(folder) -> bool:
     folder = Path(folder)
     name = "ema.safetensors" if (folder / "ema.safetensors").is_file() else "model.safetensors"
     with safe_open(str(folder / name), "pt") as f:
-        return any(k.startswith("timbre.") for k in f.keys())
+        return any(k.startswith("timbre.") for k in f.keys())   # noqa: SIM118  (safe_open is not a dict)
 
 
 def fitted_timbre(cfg: AudioRun):

@@ -1,6 +1,9 @@
 """The learned note renderer (audio/timbre.py): its harmonic table against the codec's mel of a real sine,
 how notes add, ties and drums, that fitting finds a known renderer again, and that a model built on it
-keeps it frozen through training and checkpoints."""
+keeps it frozen through training and checkpoints; the sharp training loss and the texture pass of the
+sampler, each checked against the sampling path or a closed form."""
+
+import itertools
 
 import numpy as np
 import pytest
@@ -214,7 +217,7 @@ def test_the_sharp_loss_is_l1_on_exactly_what_the_default_sampler_returns():
         d = guided_denoiser(sharp, tok, ctx)(torch.zeros_like(mel), torch.tensor(10.0))
     err = d - mel
     expected = err.abs().mean() + 3.0 * (err[..., 1:] - err[..., :-1]).abs().mean()
-    rise = lambda m: np.maximum(np.diff(m.numpy(), axis=-1), 0).mean(-2)                  # noqa: E731
+    rise = lambda m: np.maximum(np.diff(m.numpy(), axis=-1), 0).mean(-2)
     expected += 5.0 * float(np.abs(rise(d) - rise(mel)).mean())
     torch.testing.assert_close((losses[1] - losses[0]).detach() / 0.7, expected, rtol=1e-4, atol=1e-6)
     assert expected > 0.1                   # a random network is far from random mels: the check has teeth
@@ -241,13 +244,13 @@ def test_texture_pass_renoises_the_one_step_output_and_denoises_it_in_two_euler_
         mean = model.timbre(tok)
         out = sample_segment(model, tok, ctx, Sampling(texture=0.05), torch.Generator().manual_seed(3))
         plain = sample_segment(model, tok, ctx, Sampling(texture=0.0), torch.Generator().manual_seed(3))
-    c_skip = lambda s: 0.25 ** 2 / (s ** 2 + 0.25 ** 2)                                  # noqa: E731
+    c_skip = lambda s: 0.25 ** 2 / (s ** 2 + 0.25 ** 2)
     gen = torch.Generator().manual_seed(3)
     randn(ctx.shape, gen)                                            # the first pass's draw (temperature 0)
     x = (mean * (1 - c_skip(10.0))).clamp(-1, 1) + 0.05 * randn(ctx.shape, gen)
     torch.testing.assert_close(plain, (mean * (1 - c_skip(10.0))).clamp(-1, 1), atol=1e-5, rtol=0)
     s = karras_sigmas(2, 0.002, 0.05).tolist()                      # [0.05, 0.002, 0]
-    for a, b in zip(s[:-1], s[1:]):
+    for a, b in itertools.pairwise(s):
         x = mean + (x - mean) * (1 + (b - a) * (1 - c_skip(a)) / a)
     torch.testing.assert_close(out, x.clamp(-1, 1), atol=1e-5, rtol=0)
     assert (out - plain).abs().mean() > 1e-3                         # the pass leaves detail behind
