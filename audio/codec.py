@@ -147,8 +147,9 @@ class GriffinLim:
         `start` itself, except those last START_FADE, cross-faded into the vocoded audio (which there
         stands for the start's own mel). Why free over 0.2 s: held to the very end, the vocoded audio
         still does not meet `start` smoothly there, and the join reads as a burst of spectral change
-        (seam ratio on the 8 val pieces' real mel, continued from 5.12 s: 1.23 held to the end with a
-        10 ms fade, 1.06 with 0.1 s free, 0.95 with 0.2 s; the real audio itself 0.96; 2026-11-30)."""
+        (seam ratio at the join, median over the 8 val pieces, vocoding their real mel after the real
+        first 5.12 s: 1.23 held to the end with a 10 ms fade, 1.06 with 0.1 s free, 0.95 with 0.2 s; the
+        real audio itself 0.96; a vocoder-only loop, 2026-11-30)."""
         gen = torch.Generator(device="cpu").manual_seed(self.seed)
         step = self.chunk_frames - self.overlap
         pending = None                      # mel frames not yet vocoded: (128, t)

@@ -45,10 +45,11 @@ from .notes import VOCAB, MidiError, n_segments, pad_tokens, read_midi, window_t
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "sharp"    # timbre, sharpened on 216 pieces (configs)
 SEGMENT_SECONDS = SEGMENT_FRAMES * HOP / 16000
-# `continue_`'s default texture pass (`sample_segment`). Measured on the 8 val pieces with the `timbre`
-# model (the default before `sharp`), continue with notes after the real first 5.12 s (2026-11-30): texture 0 / 0.05 / 0.1 gave the
-# continuation 0.35 / 0.97 / 1.35 times the real music's median frame-to-frame change, start-join seam
-# 1.66 / 0.97 (median) and chroma 0.872 / 0.865; for synth, texture 0.05 lowered onset F1 0.788 -> 0.763.
+# `continue_`'s default texture pass (`sample_segment`). With the shipped model on the 8 val pieces, continue
+# with notes after the real first 5.12 s, texture 0 / 0.05 / 0.1: start-join seam 1.51 / 0.95 / 0.93 (the
+# real music at that join 0.95), chroma 0.880 / 0.873 / 0.859, onset F1 0.773 / 0.738 / 0.721; synth with
+# texture 0.1 scored onset F1 0.733 against 0.800 without (benchmarks/audio_eval.py --split val --pieces 8
+# --also texture=0 --also texture=0.1, 2026-11-30).
 CONTINUE_TEXTURE = 0.05
 
 
@@ -122,8 +123,9 @@ def sample_segment(model, tokens, context, opts: Sampling, generator, use_notes:
     the default where notes are given; without notes (free continuation) the conditional mean is a
     static average of the style, so the default there is 1, a sample.
 
-    texture > 0: a last pass that puts back the frame-to-frame texture a mean lacks (real music's log-mel
-    changes about three times as much from frame to frame as the shipped model's one-step output): the
+    texture > 0: a last pass that puts back the frame-to-frame texture a mean lacks (on the val pieces
+    the median frame-to-frame change of the shipped model's one-step output is about a third of the real
+    music's, measured by a sampling loop with `metrics.spectral_flux`, 2026-11-30): the
     result is noised to sigma = texture and denoised again in 2 Euler steps (SDEdit at a low level),
     which keeps the notes and timbre and leaves detail of the size of that noise. Used by `continue_`,
     where generated music follows real audio and a smooth continuation is heard (and measured) as a
