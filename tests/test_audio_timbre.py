@@ -156,19 +156,29 @@ def test_a_model_on_the_learned_template_keeps_it_frozen_through_training_and_ch
     torch.testing.assert_close(notes_in[0, 128:], loaded.timbre(data[0][1][None])[0] + 1)   # the template channels
 
 
+TINY_RESIDUAL = {"channels": 16, "channel_mult": [1, 2], "heads": 2, "cond_dim": 32, "context_stride": 16,
+                 "max_tokens": 64, "timbre": True, "residual": True, "sigma_data": 0.25}
+
+
+def zero_residual(**extra):
+    """A tiny residual model whose network outputs zero (D = its mean plus c_skip times the rest), and
+    the tokens of 12 notes (one segment)."""
+    from polydiff.audio.model import AudioDiffusion
+
+    model = AudioDiffusion(**{**TINY_RESIDUAL, **extra}).eval()
+    torch.nn.init.zeros_(model.net.conv_out.weight)
+    torch.nn.init.zeros_(model.net.conv_out.bias)
+    notes = [Note(0.4 * i, 0.4 * i + 0.3, 60 + i % 12, 90, 0) for i in range(12)]
+    return model, tokens_of(notes)[:, :64]
+
+
 def test_a_residual_model_is_centred_on_its_template():
     """residual=True: the denoiser is template + the network's residual, so a network that outputs zero
     gives back the template at high noise, in training targets and through the sampling pipeline."""
     from polydiff.audio.model import AudioDiffusion, denoiser
     from polydiff.audio.pipeline import Sampling, sample_segment
 
-    tiny = {"channels": 16, "channel_mult": [1, 2], "heads": 2, "cond_dim": 32, "context_stride": 16,
-            "max_tokens": 64, "timbre": True, "residual": True, "sigma_data": 0.25}
-    model = AudioDiffusion(**tiny).eval()
-    torch.nn.init.zeros_(model.net.conv_out.weight)
-    torch.nn.init.zeros_(model.net.conv_out.bias)
-    notes = [Note(0.4 * i, 0.4 * i + 0.3, 60 + i % 12, 90, 0) for i in range(12)]
-    tok = tokens_of(notes)[:, :64]
+    model, tok = zero_residual()
     ctx = torch.full((1, N_MELS, SEGMENT_FRAMES), -1.0)
     with torch.no_grad():
         sketch = model.timbre(tok)
@@ -181,11 +191,9 @@ def test_a_residual_model_is_centred_on_its_template():
     torch.testing.assert_close(mel, (sketch * (1 - c_skip)).clamp(-1, 1), atol=1e-5, rtol=0)
     torch.testing.assert_close(dropped, torch.full_like(x, -1.0), atol=1e-4, rtol=0)       # no notes: silence
     with pytest.raises(ValueError, match="template"):
-        AudioDiffusion(**{**tiny, "timbre": False})
+        AudioDiffusion(**{**TINY_RESIDUAL, "timbre": False})
     # context_mean: without notes, centred on each mel bin's level over the context's last half second
-    held = AudioDiffusion(**{**tiny, "context_mean": True}).eval()
-    torch.nn.init.zeros_(held.net.conv_out.weight)
-    torch.nn.init.zeros_(held.net.conv_out.bias)
+    held, _ = zero_residual(context_mean=True)
     ctx = torch.rand(1, N_MELS, SEGMENT_FRAMES) * 2 - 1
     with torch.no_grad():
         free = denoiser(held)(x, torch.tensor([1e6]), tokens=tok, context=ctx, use_notes=torch.tensor([False]))
@@ -201,9 +209,7 @@ def test_the_sharp_loss_is_l1_on_exactly_what_the_default_sampler_returns():
     the sampling path, `guided_denoiser` at x = 0, not through the training code)."""
     from polydiff.audio.model import AudioDiffusion, audio_loss, guided_denoiser
 
-    tiny = {"channels": 16, "channel_mult": [1, 2], "heads": 2, "cond_dim": 32, "context_stride": 16,
-            "max_tokens": 64, "timbre": True, "residual": True, "context_mean": True, "sigma_data": 0.25,
-            "p_drop_notes": 0.0, "p_drop_context": 0.0}
+    tiny = {**TINY_RESIDUAL, "context_mean": True, "p_drop_notes": 0.0, "p_drop_context": 0.0}
     notes = [Note(0.3 * i, 0.3 * i + 0.25, 55 + 3 * i % 14, 70 + i, 0) for i in range(16)]
     tok = tokens_of(notes)[:, :64].repeat(2, 1)
     mel = torch.rand(2, N_MELS, SEGMENT_FRAMES) * 2 - 1
@@ -228,17 +234,11 @@ def test_texture_pass_renoises_the_one_step_output_and_denoises_it_in_two_euler_
     steps. With a zero network the residual denoiser is mean + c_skip(sigma) (x - mean), so each Euler step
     from sigma to sigma' scales x - mean by 1 + (sigma' - sigma)(1 - c_skip(sigma)) / sigma: the result is
     checked against that closed form, with the noise drawn as the pipeline draws it."""
-    from polydiff.audio.model import AudioDiffusion
     from polydiff.audio.pipeline import Sampling, sample_segment
     from polydiff.core.runtime import randn
     from polydiff.core.schedules import karras_sigmas
 
-    model = AudioDiffusion(channels=16, channel_mult=[1, 2], heads=2, cond_dim=32, context_stride=16, max_tokens=64,
-                           timbre=True, residual=True, sigma_data=0.25).eval()
-    torch.nn.init.zeros_(model.net.conv_out.weight)
-    torch.nn.init.zeros_(model.net.conv_out.bias)
-    notes = [Note(0.4 * i, 0.4 * i + 0.3, 60 + i % 12, 90, 0) for i in range(12)]
-    tok = tokens_of(notes)[:, :64]
+    model, tok = zero_residual()
     ctx = torch.full((1, N_MELS, SEGMENT_FRAMES), -1.0)
     with torch.no_grad():
         mean = model.timbre(tok)
