@@ -101,14 +101,18 @@ def train(config_path=None, overrides=(), **_):
     return fit(model, data, audio_loss, cfg.train, run_config=cfg, collate_fn=trim_collate)
 
 
-def _has_timbre(folder) -> bool:
+def _weights_file(folder):
+    """A checkpoint folder's weights: its EMA ones when it has them."""
     from pathlib import Path
 
+    folder = Path(folder)
+    return folder / ("ema.safetensors" if (folder / "ema.safetensors").is_file() else "model.safetensors")
+
+
+def _has_timbre(folder) -> bool:
     from safetensors import safe_open
 
-    folder = Path(folder)
-    name = "ema.safetensors" if (folder / "ema.safetensors").is_file() else "model.safetensors"
-    with safe_open(str(folder / name), "pt") as f:
+    with safe_open(str(_weights_file(folder)), "pt") as f:
         return any(k.startswith("timbre.") for k in f.keys())   # noqa: SIM118  (safe_open is not a dict)
 
 
@@ -146,8 +150,7 @@ def init_weights(model, folder) -> list[str]:
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    name = "ema.safetensors" if (folder / "ema.safetensors").is_file() else "model.safetensors"
-    old = load_file(str(folder / name))
+    old = load_file(str(_weights_file(folder)))
     state = model.state_dict()
     missing = sorted(k for k in set(state) - set(old) if not k.startswith("timbre."))   # fitted apart
     if missing:
