@@ -40,6 +40,7 @@ from .codec import (
     load_audio,
     write_wav_stream,
 )
+from .attacks import attack_plan, shape_attacks
 from .model import SILENCE, AudioDiffusion, guided_denoiser
 from .notes import VOCAB, MidiError, n_segments, pad_tokens, read_midi, window_tokens
 
@@ -79,6 +80,7 @@ class Sampling:
                                      # synth, CONTINUE_TEXTURE for continue
     overlap: int = 16                # frames a window re-generates before the join / leaves out at its end
     fade: int = 25                   # frames over which the level offset at a join fades out
+    attack: float = 0.1              # strength of the note-timed attack shaping (`audio.attacks`; 0 = off)
 
     def check(self) -> None:
         if not 0 <= self.overlap < SEGMENT_FRAMES // 2 or self.fade < 1:
@@ -94,6 +96,8 @@ class Sampling:
             raise ValueError(f"temperature must be in [0, 1], got {self.temperature}")
         if self.texture is not None and not 0 <= self.texture < self.sigma_max:
             raise ValueError(f"texture must be in [0, sigma_max {self.sigma_max}), got {self.texture}")
+        if not 0 <= self.attack <= 0.2:
+            raise ValueError(f"attack must be in [0, 0.2], got {self.attack}")
         if self.cfg_notes < 0 or self.cfg_context < 0:
             raise ValueError(f"CFG scales must be >= 0, got notes {self.cfg_notes}, context {self.cfg_context}")
 
@@ -170,10 +174,12 @@ def windows(model, notes, known: torch.Tensor, n_frames: int, opts: Sampling, ge
     window's frame) at the last overlapping frame, per mel bin, is added to its new frames with a
     weight falling linearly from 1 to 0 over `fade` frames, so the first new frame changes from the
     frame before it as the window itself changes there (an onset is kept), and the difference fades
-    out. That frame is `overlap` frames into the window, away from its edge."""
+    out. That frame is `overlap` frames into the window, away from its edge. Blocks are yielded with
+    their attacks shaped (`audio.attacks`, opts.attack); the context of later windows is the unshaped mel."""
     dev = next(model.parameters()).device
     keep = 2 * SEGMENT_FRAMES                          # the longest overlap plus its context
     hist = known[:, -keep:].to(dev)
+    plan = attack_plan(notes) if notes and opts.attack else []
     done = 0
     for ov, n in block_lengths(n_frames, known.shape[-1], opts.overlap):
         ctx = torch.full((N_MELS, SEGMENT_FRAMES), SILENCE, device=dev)
@@ -187,7 +193,7 @@ def windows(model, notes, known: torch.Tensor, n_frames: int, opts: Sampling, ge
             d = hist[:, -1:] - mel[:, ov - 1: ov]
             w = (1 - torch.arange(n, device=dev) / opts.fade).clamp(min=0)
             new = (new + d * w).clamp(-1, 1)
-        yield new
+        yield shape_attacks(new, plan, done, opts.attack)      # shaped for the ear, not for the context
         hist = torch.cat([hist, new], -1)[:, -keep:]
         done += n
 

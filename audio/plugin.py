@@ -103,6 +103,9 @@ def sampling_options(f):
         click.option("--texture", type=click.FloatRange(min=0), default=d.texture,
                      help="Noise level of a last texture pass (0 = none) [default: 0 for synth, "
                           "0.05 for continue, to match the real start's detail]."),
+        click.option("--attack", type=click.FloatRange(0, 0.2), default=d.attack, show_default=True,
+                     help="Strength of the note-timed attack shaping (0 = off): accents at note onsets and "
+                          "a new attack for re-struck notes."),
         click.option("--spectrogram", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="Also write the mel spectrogram as a PNG."),
         click.option("--checkpoint", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -131,13 +134,13 @@ def _run(job):
 @output_option(required=True, help="Output WAV (16 kHz mono).")
 @sampling_options
 @common_options
-def synth_cmd(midi, output, sampler, steps, cfg_notes, cfg_context, sigma_min, temperature, texture, spectrogram,
-              checkpoint, device, seed):
+def synth_cmd(midi, output, sampler, steps, cfg_notes, cfg_context, sigma_min, temperature, texture, attack,
+              spectrogram, checkpoint, device, seed):
     """Render MIDI to music, segment by segment, each conditioned on its notes and the previous segment."""
     from .pipeline import Sampling, synth
 
     opts = Sampling(sampler=sampler, steps=steps, cfg_notes=cfg_notes, cfg_context=cfg_context, sigma_min=sigma_min,
-                    temperature=temperature, texture=texture, seed=seed)
+                    temperature=temperature, texture=texture, attack=attack, seed=seed)
     # stream when no picture is asked for: constant memory however long the piece
     _run(lambda: synth(midi, checkpoint, device, opts, stream=spectrogram is None).save(output, spectrogram))
     click.echo(f"wrote {output}" + (f" and {spectrogram}" if spectrogram else ""))
@@ -152,12 +155,12 @@ def synth_cmd(midi, output, sampler, steps, cfg_notes, cfg_context, sigma_min, t
 @sampling_options
 @common_options
 def continue_cmd(start, seconds, notes, output, sampler, steps, cfg_notes, cfg_context, sigma_min, temperature,
-                 texture, spectrogram, checkpoint, device, seed):
+                 texture, attack, spectrogram, checkpoint, device, seed):
     """Continue a recording: write START followed by SECONDS of new music."""
     from .pipeline import Sampling, continue_
 
     opts = Sampling(sampler=sampler, steps=steps, cfg_notes=cfg_notes, cfg_context=cfg_context, sigma_min=sigma_min,
-                    temperature=temperature, texture=texture, seed=seed)
+                    temperature=temperature, texture=texture, attack=attack, seed=seed)
     _run(lambda: continue_(start, seconds, notes, checkpoint, device, opts, stream=spectrogram is None)
          .save(output, spectrogram))
     click.echo(f"wrote {output}" + (f" and {spectrogram}" if spectrogram else ""))
