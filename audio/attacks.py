@@ -24,8 +24,10 @@ chose the default are in `pipeline.Sampling`.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
+from itertools import groupby
 
 import numpy as np
 import torch
@@ -41,7 +43,7 @@ SPAN = int(4 * TAU) + 1
 PARTIALS = 8
 
 
-@lru_cache(maxsize=None)
+@cache
 def harmonic_bins(pitch: int) -> tuple[int, ...]:
     """Mel bins of a MIDI pitch's first 8 partials below 7.8 kHz, each with its two neighbours."""
     fb = mel_filters().numpy()                                      # (513, 128)
@@ -50,7 +52,7 @@ def harmonic_bins(pitch: int) -> tuple[int, ...]:
     for h in range(1, PARTIALS + 1):
         if f0 * h > 7800:
             break
-        c = int(fb[int(round(f0 * h / SAMPLE_RATE * N_FFT))].argmax())
+        c = int(fb[round(f0 * h / SAMPLE_RATE * N_FFT)].argmax())
         out.update(range(max(c - 1, 0), min(c + 2, N_MELS)))
     return tuple(sorted(out))
 
@@ -64,13 +66,18 @@ class Attack:
 
 
 def attack_plan(notes: list[Note]) -> list[Attack]:
-    """The attacks of the (pitched) notes, in onset order."""
-    pitched = [n for n in notes if not n.is_drum]
+    """The attacks of the (pitched) notes, in onset order. A note is re-struck when a note of its pitch
+    and program with an earlier onset sounds until RESTRIKE_GAP before its onset or later."""
     out = []
-    for n in pitched:
-        again = any(m.pitch == n.pitch and m.program == n.program and m.onset < n.onset
-                    and m.offset >= n.onset - RESTRIKE_GAP for m in pitched)
-        out.append(Attack(int(round(n.onset * FRAMES_PER_SECOND)), harmonic_bins(n.pitch), n.velocity, again))
+    for _, same in groupby(sorted((n for n in notes if not n.is_drum), key=lambda n: (n.program, n.pitch, n.onset)),
+                       lambda n: (n.program, n.pitch)):
+        latest = -np.inf                                                # latest offset of earlier onsets
+        for onset, chord in groupby(same, lambda n: n.onset):
+            chord = list(chord)
+            for n in chord:
+                out.append(Attack(round(onset * FRAMES_PER_SECOND), harmonic_bins(n.pitch), n.velocity,
+                                  latest >= onset - RESTRIKE_GAP))
+            latest = max(latest, *(n.offset for n in chord))
     return sorted(out, key=lambda a: a.frame)
 
 
@@ -82,10 +89,11 @@ def shape_attacks(mel: torch.Tensor, plan: list[Attack], start: int, strength: f
     add = np.zeros((N_MELS, n), np.float32)
     dip = np.zeros((N_MELS, n), np.float32)
     decay = np.exp(-np.arange(SPAN) / TAU).astype(np.float32)
-    for a in plan:
+    first = bisect_left(plan, start - SPAN + 1, key=lambda a: a.frame)
+    for a in plan[first:]:
         f = a.frame - start                                          # block-relative onset frame
-        if f >= n + 1 or f + SPAN <= 0:
-            continue
+        if f >= n + 1:
+            break
         if 0 <= f < n:
             add[:, f] = np.maximum(add[:, f], strength)
         if not a.restrike:

@@ -30,6 +30,7 @@ from polydiff.core.runtime import randn
 from polydiff.core.samplers import METHODS, sample
 from polydiff.core.schedules import karras_sigmas
 
+from .attacks import attack_plan, shape_attacks
 from .codec import (
     HOP,
     N_MELS,
@@ -40,7 +41,6 @@ from .codec import (
     load_audio,
     write_wav_stream,
 )
-from .attacks import attack_plan, shape_attacks
 from .model import SILENCE, AudioDiffusion, guided_denoiser
 from .notes import VOCAB, MidiError, n_segments, pad_tokens, read_midi, window_tokens
 

@@ -2,6 +2,8 @@
 the codec's own mel of real sines, block-by-block shaping equal to shaping the whole, and the pipeline
 applying it to its output but not to the context it conditions on."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -53,7 +55,7 @@ def test_block_by_block_shaping_equals_shaping_the_whole():
     mel = torch.from_numpy(rng.uniform(-1, 1, (N_MELS, 260)).astype(np.float32))
     whole = shape_attacks(mel, plan, 0, 0.1)
     cuts = [0, 1, 37, 38, 120, 201, 260]
-    parts = [shape_attacks(mel[:, a:b], plan, a, 0.1) for a, b in zip(cuts, cuts[1:])]
+    parts = [shape_attacks(mel[:, a:b], plan, a, 0.1) for a, b in itertools.pairwise(cuts)]
     torch.testing.assert_close(torch.cat(parts, -1), whole)
     assert not torch.equal(whole, mel)
 
@@ -73,3 +75,17 @@ def test_pipeline_shapes_its_output_but_conditions_on_the_unshaped_mel(monkeypat
     torch.testing.assert_close(shaped, shape_attacks(plain, attack_plan(notes), 0, Sampling().attack))
     with pytest.raises(ValueError, match="attack"):
         Sampling(attack=0.5).check()
+
+
+def test_restrikes_match_their_definition_note_by_note():
+    """attack_plan's sweep against the definition read literally (every pair of notes)."""
+    from polydiff.audio.attacks import RESTRIKE_GAP
+
+    rng = np.random.default_rng(1)
+    notes = [Note(float(o), float(o) + float(d), int(p), 80, int(g)) for o, d, p, g in
+             zip(rng.uniform(0, 30, 300).round(2), rng.uniform(0.05, 1, 300), rng.integers(60, 64, 300),
+                 rng.integers(0, 2, 300))]
+    want = sorted((round(n.onset * 50), any(m.pitch == n.pitch and m.program == n.program and m.onset < n.onset
+                                            and m.offset >= n.onset - RESTRIKE_GAP for m in notes)) for n in notes)
+    assert sorted((a.frame, a.restrike) for a in attack_plan(notes)) == want
+    assert 50 < sum(r for _, r in want) < 250
