@@ -104,8 +104,8 @@ def sampling_options(f):
                      help="Noise level of a last texture pass (0 = none) [default: 0 for synth, "
                           "0.05 for continue, to match the real start's detail]."),
         click.option("--attack", type=click.FloatRange(0, 0.2), default=d.attack, show_default=True,
-                     help="Strength of the note-timed attack shaping (0 = off): accents at note onsets and "
-                          "a new attack for re-struck notes."),
+                     help="Note-timed attack shaping (0 = off; 0.1 = 5 dB accents at note onsets and a gap "
+                          "before re-struck notes)."),
         click.option("--spectrogram", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="Also write the mel spectrogram as a PNG."),
         click.option("--checkpoint", type=click.Path(file_okay=False, path_type=Path), default=None,

@@ -181,11 +181,11 @@ def main():
 
     # is synth above the baseline beyond piece-to-piece chance? paired over the same pieces
     rng = np.random.default_rng(0)
-    for col in ("chroma_cos", "onset_f1"):
-        d = np.array([a[col] - b[col] for a, b in zip(rows["synth"], rows["sine baseline"])])
+    for name, col in ((n, c) for n in rows if n.startswith("synth") for c in ("chroma_cos", "onset_f1")):
+        d = np.array([a[col] - b[col] for a, b in zip(rows[name], rows["sine baseline"])])
         boot = d[rng.integers(0, len(d), (10000, len(d)))].mean(1)
         lo, hi = np.percentile(boot, [2.5, 97.5])
-        print(f"synth - sine baseline, {col}: {d.mean():+.3f} (95% paired bootstrap over the {len(d)} pieces "
+        print(f"{name} - sine baseline, {col}: {d.mean():+.3f} (95% paired bootstrap over the {len(d)} pieces "
               f"[{lo:+.3f}, {hi:+.3f}]; synth ahead on {int((d > 0).sum())}, level on {int((d == 0).sum())}, "
               f"behind on {int((d < 0).sum())})")
 
