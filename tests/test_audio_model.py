@@ -323,3 +323,19 @@ def test_shipped_model_renders_a_tune_from_outside_the_corpus_in_its_own_pitch_c
     pcs = sorted({n.pitch % 12 for n in tune})                  # 6 of the 12 pitch classes
     share = chroma[pcs].sum() / chroma.sum()
     assert share > CHROMA_SHARE_BOUND, share                    # chance: 0.5
+
+
+def test_audio_demo_writes_synthesis_and_both_continuations_keeping_the_start(checkpoint, tmp_path):
+    from polydiff.audio.demo import demo
+
+    arts = demo(tmp_path, checkpoint=checkpoint)
+    wavs = {a.path.name: sf.read(a.path, dtype="float32")[0] for a in arts if a.kind == "audio"}
+    assert {"audio_synth.wav", "audio_continue.wav", "audio_continue_notes.wav"} <= set(wavs)
+    assert all(a.path.is_file() for a in arts if a.kind == "image")
+    song = wavs["audio_synth.wav"]
+    assert len(song) == SEGMENT_FRAMES * 320                               # the 4.8 s tune: one segment
+    n = 16000 * 4
+    for name in ("audio_continue.wav", "audio_continue_notes.wav"):
+        assert len(wavs[name]) == n + round(5.12 * 16000)
+        np.testing.assert_allclose(wavs[name][: n - START_FADE], song[: n - START_FADE], atol=1 / 16000)
+    assert not np.allclose(wavs["audio_continue.wav"][n:], wavs["audio_continue_notes.wav"][n:], atol=1e-3)
