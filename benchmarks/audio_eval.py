@@ -23,7 +23,8 @@ gives at those joins (an onset can fall on one). A seamless model matches that r
 baseline have no joins; their seam column is at the model's joins too (what a seamless signal scores). The continue rows'
 start join (real audio -> model) is also printed on its own: it is one join in four.
 
-Synth against the baseline, paired: the mean per-piece difference in chroma and onset F1 with its 95%
+Synth against the baseline, paired (every synth row, --also ones too): the mean per-piece difference in
+chroma and onset F1 with its 95%
 bootstrap interval over the pieces (resampled 10,000 times), and on how many pieces synth is ahead: an
 interval above 0 is what "clearly above the baseline" is taken to mean, as the per-piece figures vary a lot
 (a few pieces of sustained voices have onsets in the reference that no model of the notes can place).
@@ -36,7 +37,7 @@ Speed (one run, this machine): real-time factor of `synth` at default settings (
 seconds per second of audio), and the time of one segment sampled by 1000-step DDPM over the same model
 and guidance against the default sampler.
 
-    .venv/bin/python benchmarks/audio_eval.py --checkpoint audio/checkpoints/sharp --pieces 16 --seconds 20
+    .venv/bin/python benchmarks/audio_eval.py --pieces 16 --seconds 20 --also attack=0
 """
 
 from __future__ import annotations
