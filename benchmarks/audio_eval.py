@@ -24,10 +24,10 @@ baseline have no joins; their seam column is at the model's joins too (what a se
 start join (real audio -> model) is also printed on its own: it is one join in four.
 
 Synth against the baseline, paired (every synth row, --also ones too): the mean per-piece difference in
-chroma and onset F1 with its 95%
-bootstrap interval over the pieces (resampled 10,000 times), and on how many pieces synth is ahead: an
-interval above 0 is what "clearly above the baseline" is taken to mean, as the per-piece figures vary a lot
-(a few pieces of sustained voices have onsets in the reference that no model of the notes can place).
+chroma and onset F1 with its 95% bootstrap interval over the pieces (resampled 10,000 times), and on how
+many pieces synth is ahead: an interval above 0 is what "clearly above the baseline" is taken to mean, as
+the per-piece figures vary a lot (a few pieces of sustained voices have onsets in the reference that no
+model of the notes can place).
 
 Out of corpus: a flute + cello tune written here (polydiff.audio.demo) is synthesised; reported are its
 chroma cosine against the FluidSynth render and the share of chroma energy in the tune's 6 pitch
