@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from polydiff.core.checkpoint import CheckpointError, load_pretrained
+from polydiff.core.progress import progress
 from polydiff.core.runtime import randn
 from polydiff.core.samplers import METHODS, sample
 from polydiff.core.schedules import karras_sigmas
@@ -181,7 +182,8 @@ def windows(model, notes, known: torch.Tensor, n_frames: int, opts: Sampling, ge
     hist = known[:, -keep:].to(dev)
     plan = attack_plan(notes) if notes and opts.attack else []
     done = 0
-    for ov, n in block_lengths(n_frames, known.shape[-1], opts.overlap):
+    lengths = block_lengths(n_frames, known.shape[-1], opts.overlap)
+    for ov, n in progress(lengths, desc="audio windows", unit="window"):
         ctx = torch.full((N_MELS, SEGMENT_FRAMES), SILENCE, device=dev)
         before = hist[:, : hist.shape[-1] - ov][:, -SEGMENT_FRAMES:]
         ctx[:, SEGMENT_FRAMES - before.shape[-1]:] = before

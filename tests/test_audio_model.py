@@ -339,3 +339,10 @@ def test_audio_demo_writes_synthesis_and_both_continuations_keeping_the_start(ch
         assert len(wavs[name]) == n + round(5.12 * 16000)
         np.testing.assert_allclose(wavs[name][: n - START_FADE], song[: n - START_FADE], atol=1 / 16000)
     assert not np.allclose(wavs["audio_continue.wav"][n:], wavs["audio_continue_notes.wav"][n:], atol=1e-3)
+
+
+def test_long_work_shows_a_progress_bar_over_the_windows(model, capsys, monkeypatch):
+    monkeypatch.setenv("POLYDIFF_PROGRESS", "1")
+    synth(tune(16), model=model, steps=1, gl_iters=2)                      # three windows (see above)
+    err = capsys.readouterr().err
+    assert "audio windows" in err and "0/3 " in err                        # the bar knows the total
