@@ -14,7 +14,7 @@ from pathlib import Path
 
 from polydiff.core.report import Artifact
 
-from .notes import Note, write_midi
+from .notes import Note, held_over, write_midi
 
 log = logging.getLogger("polydiff.audio")
 
@@ -57,11 +57,10 @@ def demo(folder, device="cpu", seed: int = 0, checkpoint=None) -> list[Artifact]
                      "spectrogram diffusion model segment by segment and vocoded by Griffin-Lim."),
             Artifact("image", folder / "audio_synth.png", "Mel spectrogram of the synthesis")]
     start = song.audio[: 16000 * 4]
-    # the tune played twice; what sounds after the 4 s start, time 0 = the end of the start (notes begun
-    # before it keep their negative onset: held over, no new attack)
-    length = max(n.offset for n in demo_notes()) + 0.3
-    twice = demo_notes() + [replace(n, onset=n.onset + length, offset=n.offset + length) for n in demo_notes()]
-    ahead = [replace(n, onset=n.onset - 4, offset=n.offset - 4) for n in twice if n.offset > 4.01 and n.onset < 9.12]
+    # the tune played twice: what sounds after the 4 s start, held-over notes without a new attack
+    tune = demo_notes()
+    length = max(n.offset for n in tune) + 0.3
+    ahead = held_over(tune + [replace(n, onset=n.onset + length, offset=n.offset + length) for n in tune], 4.0, 9.12)
     led = continue_(start, 5.12, notes=ahead, model=model, seed=seed)
     led.save(folder / "audio_continue_notes.wav", spectrogram=folder / "audio_continue_notes.png")
     out += [Artifact("audio", folder / "audio_continue_notes.wav", "Continuation following notes",

@@ -161,6 +161,14 @@ def write_midi(notes: list[Note], path) -> None:
     atomic_write(path, lambda tmp: notes_to_pretty_midi(notes).write(tmp))
 
 
+def held_over(notes: list[Note], t0: float, end: float = math.inf) -> list[Note]:
+    """The notes to give `continue` after the first t0 seconds of a piece: those sounding in [t0, end),
+    t0 moved to time 0, cut at `end`. Notes begun before t0 keep their negative onset, so the pipeline
+    takes them as held over from the start (ties, no new attack), as they sound in the piece itself."""
+    return [Note(n.onset - t0, min(n.offset, end) - t0, n.pitch, n.velocity, n.program, n.is_drum)
+            for n in notes if n.offset > t0 + 0.01 and n.onset < end]
+
+
 # -- notes -> tokens ----------------------------------------------------------------------------
 def _resolve(notes: list, onset, offset, key, shorten) -> list:
     """Tokens (like a MIDI channel) cannot hold two sounding notes of one (program, pitch): a note that

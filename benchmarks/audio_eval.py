@@ -55,7 +55,7 @@ from audio_ceiling import print_table, test_pieces
 from polydiff.audio.baseline import sine_synth
 from polydiff.audio.codec import SAMPLE_RATE, SEGMENT_FRAMES, GriffinLim, audio_to_mel
 from polydiff.audio.metrics import all_metrics
-from polydiff.audio.notes import Note
+from polydiff.audio.notes import Note, held_over
 from polydiff.audio.pipeline import SEGMENT_SECONDS, Sampling, continue_, load_model, synth
 
 
@@ -67,14 +67,6 @@ def shift(notes: list[Note], t0: float, end: float) -> list[Note]:
         if off > on + 0.01 and n.onset < end:
             out.append(Note(on, off, n.pitch, n.velocity, n.program, n.is_drum))
     return out
-
-
-def held_over(notes: list[Note], t0: float, end: float) -> list[Note]:
-    """Notes sounding in [t0, end) with t0 as time 0, those begun before t0 keeping their negative onset:
-    the pipeline takes them as held over from the start (ties), as they are in the reference render,
-    where `shift` would make each one a new attack at the join that the reference does not have."""
-    return [Note(n.onset - t0, min(n.offset, end) - t0, n.pitch, n.velocity, n.program, n.is_drum)
-            for n in notes if n.offset > t0 + 0.01 and n.onset < end]
 
 
 def template_mel(model, notes: list[Note]) -> torch.Tensor:

@@ -157,3 +157,12 @@ def test_window_tokens_equal_segments_on_the_grid_and_tie_notes_off_it():
     # a window before time 0 (a continuation's overlap): notes start where time 0 falls in it
     early = decode_segments([window_tokens(notes, -16)])
     assert round(early[0].onset, 2) == 0.16 and early[0].pitch == 60
+
+
+def test_held_over_keeps_notes_begun_before_the_join_with_negative_onsets():
+    from polydiff.audio.notes import held_over
+
+    notes = [Note(1.0, 3.0, 60, 90, 40), Note(2.0, 2.505, 62, 80), Note(4.0, 6.0, 64, 70, 0, True),
+             Note(5.5, 6.0, 65, 60)]
+    assert held_over(notes, 2.5, 5.0) == [Note(-1.5, 0.5, 60, 90, 40), Note(1.5, 2.5, 64, 70, 0, True)]
+    assert held_over(notes, 2.5)[-1] == Note(3.0, 3.5, 65, 60)
