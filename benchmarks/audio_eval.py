@@ -172,6 +172,11 @@ def main():
               f"{k} {np.median([m['seam_joins'][0] for m in ms]):.2f} / "
               f"{np.median(np.concatenate([m['seam_joins'][1:] for m in ms])):.2f}" for k, ms in cont.items()))
 
+    print("per piece, onset F1 synth / sine baseline (chroma synth / sine):")
+    for (p, _, _), a, b in zip(pieces, rows["synth"], rows["sine baseline"]):
+        print(f"  {p['id'][:40]:40s} {p['family']:8s} {a['onset_f1']:.2f} / {b['onset_f1']:.2f} "
+              f"({a['chroma_cos']:.2f} / {b['chroma_cos']:.2f})")
+
     # is synth above the baseline beyond piece-to-piece chance? paired over the same pieces
     rng = np.random.default_rng(0)
     for name, col in ((n, c) for n in rows if n.startswith("synth") for c in ("chroma_cos", "onset_f1")):
