@@ -45,6 +45,8 @@ from .codec import (
 from .model import SILENCE, AudioDiffusion, guided_denoiser
 from .notes import VOCAB, MidiError, n_segments, pad_tokens, read_midi, window_tokens
 
+CUT_MARGIN = 8     # frames kept clear of the point where a window's tokens run out (`window_plan`)
+MIN_NEW = 8        # new frames a window makes at least, however dense its notes
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "sharp"    # timbre, sharpened on 216 pieces (configs)
 SEGMENT_SECONDS = SEGMENT_FRAMES * HOP / 16000
 # `continue_`'s default texture pass (`sample_segment`). With the shipped model on the 8 val pieces, continue
@@ -182,7 +184,7 @@ def windows(model, notes, known: torch.Tensor, n_frames: int, opts: Sampling, ge
     hist = known[:, -keep:].to(dev)
     plan = attack_plan(notes) if notes and opts.attack else []
     done = 0
-    lengths = block_lengths(n_frames, known.shape[-1], opts.overlap)
+    lengths = window_plan(n_frames, known.shape[-1], opts.overlap, notes, model.max_tokens)
     for ov, n in progress(lengths, desc="audio windows", unit="window"):
         ctx = torch.full((N_MELS, SEGMENT_FRAMES), SILENCE, device=dev)
         before = hist[:, : hist.shape[-1] - ov][:, -SEGMENT_FRAMES:]
@@ -285,16 +287,46 @@ def synth(midi, checkpoint=None, device="cpu", sampling: Sampling | None = None,
     n_frames = n_segments(notes) * SEGMENT_FRAMES
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(opts.seed)
     blocks = windows(model, notes, torch.zeros(N_MELS, 0), n_frames, opts, gen)
-    result = Generated(blocks, seams=_seams(n_frames, 0, opts.overlap), gl_iters=opts.gl_iters)
+    result = Generated(blocks, seams=_seams(n_frames, 0, opts.overlap, notes, model.max_tokens), gl_iters=opts.gl_iters)
     if not stream:
         result.mel  # noqa: B018  sample now
     return result
 
 
-def _seams(n_frames: int, known: int, overlap: int) -> list[float]:
+def covered_frames(row: list[int], max_tokens: int) -> int:
+    """How many of a window's first frames keep all their notes when its token row is cut to
+    `max_tokens` (`pad_tokens`): the frames before the last time token that survives the cut."""
+    if len(row) <= max_tokens:
+        return SEGMENT_FRAMES
+    lo, hi = VOCAB.time_offset, VOCAB.time_offset + VOCAB.n_time
+    times = [tok - lo for tok in row[: max_tokens - 1] if lo <= tok < hi]
+    return times[-1] // 2 if times else 0                               # 2 steps of 10 ms a frame
+
+
+def window_plan(n_frames: int, known: int, overlap: int, notes=None, max_tokens: int | None = None
+                ) -> list[tuple[int, int]]:
+    """(overlap, new frames) of each window, as `block_lengths`, except where a window's notes need more
+    tokens than the model reads (`max_tokens`; dense piano writing: 400+ tokens in 5.12 s): the tokens
+    past the budget would be cut and the notes they carry never sounded, so that window keeps only the
+    frames whose notes all fit, less CUT_MARGIN, and the next one starts there."""
+    out, done = [], 0
+    while done < n_frames:
+        left = n_frames - done
+        ov, n = block_lengths(left, known + done, overlap)[0]
+        if notes and max_tokens and len(window_tokens(notes, 2 * (done - ov))) > max_tokens:
+            ov = min(known + done, overlap)
+            room = covered_frames(window_tokens(notes, 2 * (done - ov)), max_tokens) - CUT_MARGIN
+            cap = left if left <= SEGMENT_FRAMES - ov else SEGMENT_FRAMES - ov - overlap
+            n = min(cap, max(room - ov, MIN_NEW))
+        out.append((ov, n))
+        done += n
+    return out
+
+
+def _seams(n_frames: int, known: int, overlap: int, notes=None, max_tokens: int | None = None) -> list[float]:
     """Seconds (from the end of `known`) where a window's new frames begin after other frames."""
     starts, done = [], 0
-    for _, n in block_lengths(n_frames, known, overlap):
+    for _, n in window_plan(n_frames, known, overlap, notes, max_tokens):
         if known + done > 0:
             starts.append(done * HOP / 16000)
         done += n
@@ -333,7 +365,8 @@ def continue_(start, seconds: float, notes=None, checkpoint=None, device="cpu", 
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(opts.seed)
     blocks = windows(model, note_list or None, known, n_frames + lead, opts, gen)
     t0 = len(audio) / 16000
-    seams = [t0 + max(s - lead * HOP / 16000, 0.0) for s in _seams(n_frames + lead, known.shape[-1], opts.overlap)]
+    seams = [t0 + max(s - lead * HOP / 16000, 0.0)
+             for s in _seams(n_frames + lead, known.shape[-1], opts.overlap, note_list or None, model.max_tokens)]
     result = Generated(blocks, prefix=audio, prefix_mel=known[:, -min(known.shape[-1], 100):], gl_iters=opts.gl_iters,
                        seams=seams, lead=lead)
     if not stream:

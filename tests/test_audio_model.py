@@ -118,10 +118,11 @@ def test_cfg_scales_of_one_are_the_conditional_model_and_others_follow_the_formu
 def test_synth_renders_every_segment_and_streams_the_same_audio(model, tmp_path):
     notes = tune(16)                                                      # 6.35 s: two segments
     whole = synth(notes, model=model, steps=2, gl_iters=2)
-    # windows: 240 new frames (16 left out at the end), then 224 after a 16-frame overlap, then the
-    # last 48 (that window moved back to end with the piece)
+    # windows: the tiny model reads 64 tokens and the first window's notes take 78, all there up to
+    # frame 200: it keeps 192 new frames (CUT_MARGIN before that), then 224 after a 16-frame overlap,
+    # then the last 96 (that window moved back to end with the piece)
     assert whole.mel.shape == (N_MELS, 2 * SEGMENT_FRAMES)
-    assert whole.seams == pytest.approx([240 * 0.02, 464 * 0.02])
+    assert whole.seams == pytest.approx([192 * 0.02, 416 * 0.02])
     assert whole.mel.min() >= -1 and whole.mel.max() <= 1
     streamed = synth(notes, model=model, steps=2, gl_iters=2, stream=True)
     streamed.save(tmp_path / "s.wav")
@@ -167,6 +168,37 @@ def test_windows_cover_the_frames_once_and_fit_the_model(n_frames, known):
         # the window's last 8 frames are left out, unless it ends the piece
         assert ov + n + 8 <= SEGMENT_FRAMES or (i == len(blocks) - 1 and ov + n <= SEGMENT_FRAMES)
         done += n
+
+
+@pytest.mark.parametrize("budget,n_notes", [(64, 100), (256, 480)])
+def test_every_window_keeps_the_notes_of_the_frames_it_makes(budget, n_notes):
+    """Dense writing (24 notes a second for 256 tokens: 400+ in a window): cut to the model's budget, each
+    window's tokens still carry every note starting in the frames it keeps and CUT_MARGIN after them
+    (decoded back from the cut row), where plain `block_lengths` windows would lose notes. With room
+    for every token the plan is `block_lengths`."""
+    from polydiff.audio.notes import decode_segments, window_tokens
+    from polydiff.audio.pipeline import CUT_MARGIN, block_lengths, window_plan
+
+    rng = np.random.default_rng(0)
+    notes = [Note(float(t), float(t) + 0.15, int(p), 90, int(g)) for t, p, g in
+             zip(np.sort(rng.uniform(0, 20, n_notes)).round(2), rng.integers(40, 90, n_notes), rng.integers(0, 3, n_notes))]
+
+    def lost(plan):
+        missing, done = 0, 0
+        for ov, n in plan:
+            start = 2 * (done - ov)                                           # 10 ms steps
+            row = pad_tokens([window_tokens(notes, start)], budget)[0][0].tolist()
+            heard = {(round(m.onset * 100), m.pitch, m.program) for m in decode_segments([row])}
+            want = {(round(m.onset * 100) - start, m.pitch, m.program) for m in notes
+                    if start <= round(m.onset * 100) < start + 2 * (ov + n + CUT_MARGIN)}
+            missing += len(want - heard)
+            done += n
+        return missing
+
+    plan = window_plan(1000, 0, 16, notes, budget)
+    assert sum(n for _, n in plan) == 1000 and all(n > 0 for _, n in plan)
+    assert lost(plan) == 0 and lost(block_lengths(1000, 0, 16)) > n_notes // 5
+    assert window_plan(1000, 0, 16, notes, 10**6) == block_lengths(1000, 0, 16)
 
 
 def test_window_offset_makes_joins_continuous_and_fades_out(model, monkeypatch):
