@@ -26,9 +26,9 @@ start join (real audio -> model) is also printed on its own: it is one join in f
 Synth against the baseline, paired (every synth row, --also ones too): the mean per-piece difference in
 chroma and onset F1 with its 95% bootstrap interval over the pieces (resampled 10,000 times), and on how
 many pieces synth is ahead: an interval above 0 is what "clearly above the baseline" is taken to mean, as
-the per-piece figures vary a lot (a few pieces of sustained voices have onsets in the reference that no
-model of the notes can place: the share of the reference's onsets more than 50 ms from every note onset
-is printed, by family).
+the per-piece figures vary a lot (pieces of sustained voices have onsets in the reference that are not
+the notes' attacks but the sound font's tremolo and the beating of held voices: the share of the
+reference's onsets more than 50 ms from every note onset is printed, by family).
 
 Out of corpus: a flute + cello tune written here (polydiff.audio.demo) is synthesised; reported are its
 chroma cosine against the FluidSynth render and the share of chroma energy in the tune's 6 pitch
@@ -178,9 +178,10 @@ def main():
         print(f"  {p['id'][:40]:40s} {p['family']:8s} {a['onset_f1']:.2f} / {b['onset_f1']:.2f} "
               f"({a['chroma_cos']:.2f} / {b['chroma_cos']:.2f})")
 
-    # how many of the reference's onsets could any note-driven synthesiser place? Onsets the detector
-    # finds in the render more than the onset window from every note onset (vibrato, tremolo and
-    # sample loops of sustained instruments read as onsets) match none of the notes' attacks
+    # how many of the reference's onsets are not the notes' attacks? Onsets the detector finds in the
+    # render more than the onset window from every note onset: the sound font's tremolo (it starts at
+    # note-on, so it comes at the same times after every note) and the beating of held voices; a
+    # synthesiser gets them only by reproducing that modulation
     far = {}
     for p, ref, notes in pieces:
         gt, at = onsets(ref), np.array(sorted({n.onset for n in notes}))
