@@ -171,7 +171,7 @@ def block_lengths(n_frames: int, known: int, overlap: int) -> list[tuple[int, in
     return out
 
 
-def windows(model, notes, known: torch.Tensor, n_frames: int, opts: Sampling, generator):
+def windows(model, notes, known: torch.Tensor, n_frames: int, opts: Sampling, generator, lengths=None):
     """Yield mel blocks (128, t) that continue `known` (128, T0) (T0 may be 0) by n_frames frames.
 
     notes: `Note`s with time 0 at the end of `known` (a window before time 0 has no notes there), or
@@ -189,7 +189,8 @@ def windows(model, notes, known: torch.Tensor, n_frames: int, opts: Sampling, ge
     hist = known[:, -keep:].to(dev)
     plan = attack_plan(notes) if notes and opts.attack else []
     done = 0
-    lengths = window_plan(n_frames, known.shape[-1], opts.overlap, notes, model.max_tokens)
+    if lengths is None:                                # (overlap, new frames) of each window
+        lengths = window_plan(n_frames, known.shape[-1], opts.overlap, notes, model.max_tokens)
     for ov, n in progress(lengths, desc="audio windows", unit="window"):
         ctx = torch.full((N_MELS, SEGMENT_FRAMES), SILENCE, device=dev)
         before = hist[:, : hist.shape[-1] - ov][:, -SEGMENT_FRAMES:]
@@ -291,8 +292,9 @@ def synth(midi, checkpoint=None, device="cpu", sampling: Sampling | None = None,
     model = model or load_model(checkpoint, device)
     n_frames = n_segments(notes) * SEGMENT_FRAMES
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(opts.seed)
-    blocks = windows(model, notes, torch.zeros(N_MELS, 0), n_frames, opts, gen)
-    result = Generated(blocks, seams=_seams(n_frames, 0, opts.overlap, notes, model.max_tokens), gl_iters=opts.gl_iters)
+    plan = window_plan(n_frames, 0, opts.overlap, notes, model.max_tokens)
+    blocks = windows(model, notes, torch.zeros(N_MELS, 0), n_frames, opts, gen, plan)
+    result = Generated(blocks, seams=_seams(plan, 0), gl_iters=opts.gl_iters)
     if not stream:
         result.mel  # noqa: B018  sample now
     return result
@@ -328,10 +330,10 @@ def window_plan(n_frames: int, known: int, overlap: int, notes=None, max_tokens:
     return out
 
 
-def _seams(n_frames: int, known: int, overlap: int, notes=None, max_tokens: int | None = None) -> list[float]:
-    """Seconds (from the end of `known`) where a window's new frames begin after other frames."""
+def _seams(plan: list[tuple[int, int]], known: int) -> list[float]:
+    """Seconds (from the end of `known` frames) where a window of `plan` begins after other frames."""
     starts, done = [], 0
-    for _, n in window_plan(n_frames, known, overlap, notes, max_tokens):
+    for _, n in plan:
         if known + done > 0:
             starts.append(done * HOP / 16000)
         done += n
@@ -368,10 +370,10 @@ def continue_(start, seconds: float, notes=None, checkpoint=None, device="cpu", 
     model = model or load_model(checkpoint, device)
     n_frames = round(seconds * 16000 / HOP)
     gen = torch.Generator(device=next(model.parameters()).device).manual_seed(opts.seed)
-    blocks = windows(model, note_list or None, known, n_frames + lead, opts, gen)
+    plan = window_plan(n_frames + lead, known.shape[-1], opts.overlap, note_list or None, model.max_tokens)
+    blocks = windows(model, note_list or None, known, n_frames + lead, opts, gen, plan)
     t0 = len(audio) / 16000
-    seams = [t0 + max(s - lead * HOP / 16000, 0.0)
-             for s in _seams(n_frames + lead, known.shape[-1], opts.overlap, note_list or None, model.max_tokens)]
+    seams = [t0 + max(s - lead * HOP / 16000, 0.0) for s in _seams(plan, known.shape[-1])]
     result = Generated(blocks, prefix=audio, prefix_mel=known[:, -min(known.shape[-1], 100):], gl_iters=opts.gl_iters,
                        seams=seams, lead=lead)
     if not stream:
