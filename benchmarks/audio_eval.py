@@ -27,7 +27,7 @@ Synth against the baseline, paired (every synth row, --also ones too): the mean 
 chroma and onset F1 with its 95% bootstrap interval over the pieces (resampled 10,000 times), and on how
 many pieces synth is ahead: an interval above 0 is what "clearly above the baseline" is taken to mean, as
 the per-piece figures vary a lot (pieces of sustained voices have onsets in the reference that are not
-the notes' attacks but the sound font's tremolo and the beating of held voices: the share of the
+the notes' attacks (part of them the sound font's tremolo, benchmarks/audio_tremolo.py): the share of the
 reference's onsets more than 50 ms from every note onset is printed, by family).
 
 Out of corpus: a flute + cello tune written here (polydiff.audio.demo) is synthesised; reported are its
@@ -179,9 +179,8 @@ def main():
               f"({a['chroma_cos']:.2f} / {b['chroma_cos']:.2f})")
 
     # how many of the reference's onsets are not the notes' attacks? Onsets the detector finds in the
-    # render more than the onset window from every note onset: the sound font's tremolo (it starts at
-    # note-on, so it comes at the same times after every note) and the beating of held voices; a
-    # synthesiser gets them only by reproducing that modulation
+    # render more than the onset window from every note onset (part of them the sound font's tremolo,
+    # for some programs at the same times after every note-on: benchmarks/audio_tremolo.py)
     far = {}
     for p, ref, notes in pieces:
         gt, at = onsets(ref), np.array(sorted({n.onset for n in notes}))
