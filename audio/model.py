@@ -181,7 +181,7 @@ class AudioDiffusion(ModelMixin):
                  channel_mult: tuple[int, ...] = (1, 2, 2), template: bool = False, p_mean: float = -1.2,
                  p_std: float = 1.2, timbre: bool = False, residual: bool = False, context_mean: bool = False,
                  timbre_subframe: bool = False, sharp_weight: float = 0.0, sharp_flux: float = 1.0,
-                 sharp_sigma: float = 10.0, sharp_onset: float = 0.0):
+                 sharp_sigma: float = 10.0, sharp_onset: float = 0.0, timbre_bank: bool = False):
         super().__init__()
         self.n_mels, self.frames, self.max_tokens, self.time_bin = n_mels, frames, max_tokens, time_bin
         self.sigma_data, self.p_drop_notes, self.p_drop_context = sigma_data, p_drop_notes, p_drop_context
@@ -190,7 +190,9 @@ class AudioDiffusion(ModelMixin):
             raise ValueError("residual=True diffuses the mel's difference from the template: set template or timbre")
         self.residual, self.context_mean = residual, context_mean
         if timbre:                 # the template drawn by the learned renderer; fitted beforehand, then frozen
-            self.timbre = Timbre(frames, subframe=timbre_subframe).requires_grad_(False)
+            self.timbre = Timbre(frames, subframe=timbre_subframe, bank=timbre_bank).requires_grad_(False)
+        elif timbre_bank:
+            raise ValueError("timbre_bank=True draws the learned renderer's notes from a bank: set timbre too")
         self.p_mean, self.p_std = p_mean, p_std                # training noise levels (EDM log-normal)
         self.sharp_weight, self.sharp_flux, self.sharp_sigma = sharp_weight, sharp_flux, sharp_sigma  # audio_loss
         self.sharp_onset = sharp_onset

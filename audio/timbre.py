@@ -22,6 +22,10 @@ its own mel spectrum times a 32-frame envelope. A note tied in from the previous
 this one) is taken to be `TIED_FRAMES` into its envelope. H(m, k, f) puts harmonic k of pitch m on the
 STFT bins around its frequency with the Hann window's main-lobe shape, then through the mel filters.
 
+With bank=True (`timbre_bank` in the model config) the notes of the programs the bank holds (the corpus's,
+and drums) are drawn from lone-note mels measured from FluidSynth instead (audio/bank.py: what a sample
+does after its attack, which these parameters cannot say); notes of any other program are drawn as above.
+
 `fit_timbre` fits the parameters to the training split of a corpus cache (L1 on the [-1, 1] mel and on
 its frame-to-frame changes); the training recipe runs it before training (`train.fitted_timbre`).
 """
@@ -36,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .bank import DRUMS, bank_rows, draw, empty_bank
 from .codec import N_FFT, SAMPLE_RATE, SEGMENT_FRAMES, db_to_unit, mel_filters
 from .notes import VOCAB, decode_segments
 
@@ -86,9 +91,9 @@ def segment_notes(tokens: torch.Tensor, fps: float = FPS) -> list[list[tuple[flo
 class Timbre(nn.Module):
     """The learned renderer (see the module docstring); forward(tokens) -> (B, 128, frames) in [-1, 1]."""
 
-    def __init__(self, frames: int = SEGMENT_FRAMES, subframe: bool = False):
+    def __init__(self, frames: int = SEGMENT_FRAMES, subframe: bool = False, bank: bool = False):
         super().__init__()
-        self.frames, self.subframe = frames, subframe
+        self.frames, self.subframe, self.has_bank = frames, subframe, bank
         n = SHARED + 1
         k = torch.arange(1, HARMONICS + 1).float()
         self.harm = nn.Parameter(torch.zeros(n, HARMONICS))
@@ -112,6 +117,19 @@ class Timbre(nn.Module):
             self.drum_spec[SHARED] = math.log(0.5)
             self.drum_env[SHARED] = -torch.arange(DRUM_FRAMES).float() / (0.015 * FPS)
         self.register_buffer("table", harmonic_mel_table(), persistent=False)
+        if bank:                    # lone-note mels (audio/bank.py), filled by `set_bank` or a checkpoint
+            for name, value in empty_bank().items():
+                self.register_buffer(f"bank_{name}", value)
+
+    def set_bank(self, bank: dict[str, torch.Tensor]) -> None:
+        """Load a bank (`bank.build_bank`) into a renderer made with bank=True; its shape must match."""
+        if not self.has_bank:
+            raise ValueError("this renderer was made without a note bank (bank=False)")
+        for name, value in bank.items():
+            buf = getattr(self, f"bank_{name}")
+            if buf.shape != value.shape:
+                raise ValueError(f"note bank {name}: shape {tuple(value.shape)}, the renderer holds {tuple(buf.shape)}")
+            buf.copy_(value)
 
     def _p(self, name: str, idx: torch.Tensor) -> torch.Tensor:
         w = getattr(self, name)
@@ -151,6 +169,10 @@ class Timbre(nn.Module):
         after = (t[None] - off.round()[:, None]).clamp(min=0)
         log_env = log_env - after / self._p("release", prog).exp()[:, None]
         key = pitch.clamp(0, 127)
+        in_bank = torch.zeros_like(drum)
+        if self.has_bank:           # notes of the bank's programs (and drums) are drawn from it, the others here
+            brow = bank_rows(self.bank_programs)[torch.where(drum, DRUMS, prog.clamp(0, 127))]
+            in_bank = brow >= 0
         djc = j.clamp(0, DRUM_FRAMES - 1).long()
         log_denv = self._p("drum_env", key).gather(1, djc)
         log_env = torch.where(drum[:, None], log_denv, log_env)
@@ -165,8 +187,14 @@ class Timbre(nn.Module):
         seg = torch.repeat_interleave(torch.arange(B, device=dev), torch.tensor(counts, device=dev))
         slot = torch.cat([torch.arange(c, device=dev) for c in counts])
         S = torch.zeros(B, n_max, 128, device=dev).index_put((seg, slot), spec)
-        E = torch.zeros(B, n_max, T, device=dev).index_put((seg, slot), log_env.exp() * sounding)
-        return S.transpose(1, 2) @ E
+        E = torch.zeros(B, n_max, T, device=dev).index_put((seg, slot), log_env.exp() * sounding * ~in_bank[:, None])
+        out = S.transpose(1, 2) @ E
+        if in_bank.any():
+            k = in_bank
+            drawn = draw(self.bank_u, self.bank_v, self.bank_gamma, self.bank_offset, brow[k], on[k], off[k],
+                         pitch[k], vel[k], drum[k], torch.where(tied[k], float(TIED_FRAMES), 0.0), T)
+            out = out.index_add(0, seg[k], drawn)
+        return out
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         lin = self.linear(segment_notes(tokens))
@@ -174,11 +202,16 @@ class Timbre(nn.Module):
 
 
 def fit_timbre(data, steps: int = 1200, batch: int = 32, lr: float = 0.03, seed: int = 0, flux: float = 1.0,
-               progress: bool = True, subframe: bool = False) -> Timbre:
+               progress: bool = True, subframe: bool = False, init: Timbre | None = None,
+               params: tuple[str, ...] | None = None) -> Timbre:
     """Fit a `Timbre` to the training segments of a corpus cache (a folder) or to a dataset of (mel, tokens,
     context) segments: Adam on the L1 distance of the [-1, 1] mels and of their frame-to-frame changes
     (weight `flux`: without it the attacks come out softer than the music's), plus a small penalty on
-    the per-program differences."""
+    the per-program differences.
+
+    init: start from a copy of this renderer (a refit, e.g. of a shipped model's renderer on a larger
+    corpus; its `subframe` is kept) instead of the shared start. params: fit only these parameters
+    (e.g. ("env", "decay"): the envelopes), the others held as they are; None fits all."""
     from tqdm.auto import tqdm
 
     from .corpus import AudioSegments
@@ -186,8 +219,17 @@ def fit_timbre(data, steps: int = 1200, batch: int = 32, lr: float = 0.03, seed:
     if isinstance(data, (str, Path)):
         data = AudioSegments(data, "train")
     gen = torch.Generator().manual_seed(seed)
-    model = Timbre(subframe=subframe)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model = Timbre(subframe=subframe if init is None else init.subframe, bank=init is not None and init.has_bank)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
+    names = [n for n, _ in model.named_parameters()]
+    unknown = sorted(set(params or ()) - set(names))
+    if unknown:
+        raise ValueError(f"fit_timbre: no parameter {unknown[0]!r}; the renderer's are {', '.join(names)}")
+    fitted = [p for n, p in model.named_parameters() if params is None or n in params]
+    for n, p in model.named_parameters():
+        p.requires_grad_(params is None or n in params)
+    opt = torch.optim.Adam(fitted, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr * 0.05)
     decoded: dict[int, list] = {}
     bar = tqdm(range(steps), desc="fit timbre", disable=not progress)
@@ -210,4 +252,4 @@ def fit_timbre(data, steps: int = 1200, batch: int = 32, lr: float = 0.03, seed:
         opt.step()
         sched.step()
         bar.set_postfix(l1=f"{loss.item():.4f}")
-    return model.eval()
+    return model.requires_grad_(True).eval()

@@ -43,6 +43,7 @@ class ModelConfig:
     residual: bool = False          # diffuse the mel's difference from the template (see AudioDiffusion.mean_of)
     context_mean: bool = False      # residual: without notes, centred on the context's held level, not silence
     timbre_subframe: bool = False   # the learned renderer places attacks at their exact 10 ms onset
+    timbre_bank: bool = False       # ... and draws the corpus's instruments from lone-note mels (audio/bank.py)
     sharp_weight: float = 0.0       # weight of the L1 loss on the one-step output (see model.audio_loss)
     sharp_flux: float = 1.0         # ... of its frame-to-frame-change term
     sharp_sigma: float = 10.0       # ... the noise level it is taken at (the default sampler's sigma_max)
@@ -68,6 +69,9 @@ class AudioRun:
     init: str = ""                  # start from this checkpoint's weights (EMA if present; see init_weights)
     timbre_steps: int = 1200        # fitting steps of the learned renderer (model.timbre) before training
     timbre_flux: float = 1.0        # weight of its frame-to-frame-change loss (timbre.fit_timbre)
+    timbre_refit: int = 0           # with an init that has a renderer: refit it for this many steps (0: keep it)
+    timbre_refit_params: tuple[str, ...] = ("env", "decay")   # ... only these of its parameters
+    timbre_refit_lr: float = 0.01   # ... at this learning rate
 
 
 def trim_collate(items):
@@ -98,6 +102,10 @@ def train(config_path=None, overrides=(), **_):
             torch.nn.init.zeros_(model.net.conv_out.bias)
     if cfg.model.timbre and not (cfg.init and _has_timbre(cfg.init)):    # else: the init's renderer, kept
         model.timbre.load_state_dict(fitted_timbre(cfg).state_dict())
+    elif cfg.model.timbre and cfg.timbre_refit > 0:                      # ... or refitted to this corpus
+        model.timbre.load_state_dict(fitted_timbre(cfg, init=model.timbre).state_dict())
+    if cfg.model.timbre_bank and not (cfg.init and _has_bank(cfg.init)):
+        model.timbre.set_bank(built_bank(cfg, model.timbre, data))
     return fit(model, data, audio_loss, cfg.train, run_config=cfg, collate_fn=trim_collate)
 
 
@@ -116,9 +124,40 @@ def _has_timbre(folder) -> bool:
         return any(k.startswith("timbre.") for k in f.keys())   # noqa: SIM118  (safe_open is not a dict)
 
 
-def fitted_timbre(cfg: AudioRun):
+def _has_bank(folder) -> bool:
+    from safetensors import safe_open
+
+    with safe_open(str(_weights_file(folder)), "pt") as f:
+        return "timbre.bank_u" in f.keys()   # noqa: SIM118
+
+
+def built_bank(cfg: AudioRun, timbre, data):
+    """The note bank for a run (`bank.build_bank`, FluidSynth renders of lone notes, about a minute) with
+    its level offset fitted to the run's training segments (`bank.fit_offset`), kept in the run folder as
+    bank.safetensors so a resumed run uses the same one."""
+    from pathlib import Path
+
+    from polydiff.core.runtime import atomic_write
+    from safetensors.torch import load_file, save_file
+
+    from .bank import build_bank, fit_offset
+
+    path = Path(cfg.train.out_dir) / "bank.safetensors"
+    if path.is_file():
+        return load_file(str(path))
+    bank = build_bank()
+    timbre.set_bank(bank)
+    bank["offset"] = torch.tensor(fit_offset(timbre, data, seed=cfg.data.seed))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in bank.items()}, str(tmp)))
+    return bank
+
+
+def fitted_timbre(cfg: AudioRun, init=None):
     """The learned renderer for a run: fitted to the corpus's train split once (`timbre.fit_timbre`,
-    a few minutes) and kept in the run folder as timbre.safetensors, so a resumed run uses the same one."""
+    a few minutes) and kept in the run folder as timbre.safetensors, so a resumed run uses the same one.
+    init: the init checkpoint's renderer, refitted instead (cfg.timbre_refit steps of its
+    cfg.timbre_refit_params at cfg.timbre_refit_lr)."""
     from pathlib import Path
 
     from polydiff.core.runtime import atomic_write
@@ -131,8 +170,12 @@ def fitted_timbre(cfg: AudioRun):
     if path.is_file():
         timbre.load_state_dict(load_file(str(path)))
         return timbre
-    timbre = fit_timbre(cfg.data.cache, steps=cfg.timbre_steps, seed=cfg.data.seed, flux=cfg.timbre_flux,
-                        subframe=cfg.model.timbre_subframe)
+    if init is None:
+        timbre = fit_timbre(cfg.data.cache, steps=cfg.timbre_steps, seed=cfg.data.seed, flux=cfg.timbre_flux,
+                            subframe=cfg.model.timbre_subframe)
+    else:
+        timbre = fit_timbre(cfg.data.cache, steps=cfg.timbre_refit, lr=cfg.timbre_refit_lr, seed=cfg.data.seed,
+                            flux=cfg.timbre_flux, init=init, params=tuple(cfg.timbre_refit_params))
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in timbre.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(state, str(tmp)))
