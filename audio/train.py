@@ -69,9 +69,6 @@ class AudioRun:
     init: str = ""                  # start from this checkpoint's weights (EMA if present; see init_weights)
     timbre_steps: int = 1200        # fitting steps of the learned renderer (model.timbre) before training
     timbre_flux: float = 1.0        # weight of its frame-to-frame-change loss (timbre.fit_timbre)
-    timbre_refit: int = 0           # with an init that has a renderer: refit it for this many steps (0: keep it)
-    timbre_refit_params: tuple[str, ...] = ("env", "decay")   # ... only these of its parameters
-    timbre_refit_lr: float = 0.01   # ... at this learning rate
 
 
 def trim_collate(items):
@@ -101,9 +98,8 @@ def train(config_path=None, overrides=(), **_):
             torch.nn.init.zeros_(model.net.conv_out.weight)
             torch.nn.init.zeros_(model.net.conv_out.bias)
     if cfg.model.timbre and not (cfg.init and _has_timbre(cfg.init)):    # else: the init's renderer, kept
-        model.timbre.load_state_dict(fitted_timbre(cfg).state_dict())
-    elif cfg.model.timbre and cfg.timbre_refit > 0:                      # ... or refitted to this corpus
-        model.timbre.load_state_dict(fitted_timbre(cfg, init=model.timbre).state_dict())
+        missing, _ = model.timbre.load_state_dict(fitted_timbre(cfg).state_dict(), strict=False)
+        assert all(k.startswith("bank_") for k in missing), missing      # the bank is set below
     if cfg.model.timbre_bank and not (cfg.init and _has_bank(cfg.init)):
         model.timbre.set_bank(built_bank(cfg, model.timbre, data))
     return fit(model, data, audio_loss, cfg.train, run_config=cfg, collate_fn=trim_collate)
@@ -153,11 +149,9 @@ def built_bank(cfg: AudioRun, timbre, data):
     return bank
 
 
-def fitted_timbre(cfg: AudioRun, init=None):
+def fitted_timbre(cfg: AudioRun):
     """The learned renderer for a run: fitted to the corpus's train split once (`timbre.fit_timbre`,
-    a few minutes) and kept in the run folder as timbre.safetensors, so a resumed run uses the same one.
-    init: the init checkpoint's renderer, refitted instead (cfg.timbre_refit steps of its
-    cfg.timbre_refit_params at cfg.timbre_refit_lr)."""
+    a few minutes) and kept in the run folder as timbre.safetensors, so a resumed run uses the same one."""
     from pathlib import Path
 
     from polydiff.core.runtime import atomic_write
@@ -170,12 +164,8 @@ def fitted_timbre(cfg: AudioRun, init=None):
     if path.is_file():
         timbre.load_state_dict(load_file(str(path)))
         return timbre
-    if init is None:
-        timbre = fit_timbre(cfg.data.cache, steps=cfg.timbre_steps, seed=cfg.data.seed, flux=cfg.timbre_flux,
-                            subframe=cfg.model.timbre_subframe)
-    else:
-        timbre = fit_timbre(cfg.data.cache, steps=cfg.timbre_refit, lr=cfg.timbre_refit_lr, seed=cfg.data.seed,
-                            flux=cfg.timbre_flux, init=init, params=tuple(cfg.timbre_refit_params))
+    timbre = fit_timbre(cfg.data.cache, steps=cfg.timbre_steps, seed=cfg.data.seed, flux=cfg.timbre_flux,
+                        subframe=cfg.model.timbre_subframe)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in timbre.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(state, str(tmp)))
