@@ -41,6 +41,8 @@ import torch
 from torch import nn
 
 from .bank import DRUMS, bank_rows, draw, empty_bank
+from .bank import HIGH as BANK_HIGH
+from .bank import LOW as BANK_LOW
 from .codec import N_FFT, SAMPLE_RATE, SEGMENT_FRAMES, db_to_unit, mel_filters
 from .notes import VOCAB, decode_segments
 
@@ -172,7 +174,7 @@ class Timbre(nn.Module):
         in_bank = torch.zeros_like(drum)
         if self.has_bank:           # notes of the bank's programs (and drums) are drawn from it, the others here
             brow = bank_rows(self.bank_programs)[torch.where(drum, DRUMS, prog.clamp(0, 127))]
-            in_bank = brow >= 0
+            in_bank = (brow >= 0) & (drum | ((pitch >= BANK_LOW) & (pitch < BANK_HIGH)))   # else: drawn here
         djc = j.clamp(0, DRUM_FRAMES - 1).long()
         log_denv = self._p("drum_env", key).gather(1, djc)
         log_env = torch.where(drum[:, None], log_denv, log_env)

@@ -103,7 +103,8 @@ def test_drums_ignore_the_offset_and_unknown_programs_are_drawn_as_before(small_
     assert (short[:, 25 + BANK_FRAMES - PRE:] <= DB_MIN).all()       # the drum's frames end
     plain = Timbre(subframe=True)
     plain.load_state_dict(tim.state_dict(), strict=False)
-    other = [Note(0.3, 1.2, 60, 90, 11), Note(0.4, 1.5, 67, 70, 24)]  # no bank row: parametric
+    other = [Note(0.3, 1.2, 60, 90, 11), Note(0.4, 1.5, 67, 70, 24),  # no bank row: parametric
+             Note(0.2, 1.0, HIGH + 2, 90, FLUTE)]                      # ... and a pitch above the bank's
     torch.testing.assert_close(drawn_db(tim, other), drawn_db(plain, other))
     mixed = drawn_db(tim, other + [Note(0.5, 2.0, 64, 100, FLUTE)])
     assert (mixed - drawn_db(tim, other)).abs().max() > 10        # the bank note is there
