@@ -36,7 +36,7 @@ def demo(folder, device="cpu", seed: int = 0, checkpoint=None) -> list[Artifact]
 
     if checkpoint is None and not (DEFAULT_CHECKPOINT / "config.json").is_file():
         log.warning("audio demo skipped: no shipped checkpoint at %s (train one with `polydiff train audio "
-                    "--config audio/configs/timbre.yaml`, then audio/configs/sharp.yaml)", DEFAULT_CHECKPOINT)
+                    "--config audio/configs/timbre.yaml`, then audio/configs/sharp.yaml and bank.yaml)", DEFAULT_CHECKPOINT)
         return []
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

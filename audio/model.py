@@ -43,6 +43,13 @@ only in part. `timbre.Timbre` fits those per program to the corpus directly (a f
 each, minutes of CPU) and draws the template with them; it is fitted before training and frozen, stored
 in the checkpoint with the network.
 
+Why a note bank (`timbre_bank=True`): a sound-font instrument plays a recorded sample from its start at
+every note-on, and what the sample does after its attack (its own tremolo, a loop, a swell) comes back at
+the same times after every note-on of that program and pitch; onset detection hears much of it. A few
+numbers per program cannot hold it, so the renderer draws the corpus's programs from lone-note mels
+measured from FluidSynth (`audio/bank.py`, about 11 MB in float16 at rank 6), the parameters above only for
+other programs.
+
 Why a residual model (`residual=True`): the network given the learned template still returned a mel
 further from the render than the template itself (its output has to rebuild the whole mel through its
 output layer). With `residual` the diffusion is of mel - template (`Centred`: D(x) = template +

@@ -52,7 +52,7 @@ from .notes import VOCAB, MidiError, n_segments, pad_tokens, read_midi, window_t
 
 CUT_MARGIN = 8     # frames kept clear of the point where a window's tokens run out (`window_plan`)
 MIN_NEW = 8        # new frames a window makes at least, however dense its notes
-DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "sharp"    # timbre, sharpened on 216 pieces (configs)
+DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoints" / "bank"     # sharp, its renderer drawing from a note bank
 SEGMENT_SECONDS = SEGMENT_FRAMES * HOP / 16000
 # `continue_`'s default texture pass (`sample_segment`). With the shipped model on the 8 val pieces, continue
 # with notes after the real first 5.12 s, texture 0 / 0.05 / 0.1: start-join seam 1.51 / 0.95 / 0.93 (the

@@ -109,7 +109,7 @@ def sampling_options(f):
         click.option("--spectrogram", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="Also write the mel spectrogram as a PNG."),
         click.option("--checkpoint", type=click.Path(file_okay=False, path_type=Path), default=None,
-                     help="Model folder [default: the shipped audio/checkpoints/sharp]."),
+                     help="Model folder [default: the shipped audio/checkpoints/bank]."),
     ]
     for opt in reversed(opts):
         f = opt(f)

@@ -342,7 +342,7 @@ def test_export_ships_the_ema_weights_in_half_precision(checkpoint, model, tmp_p
         assert b.dtype == a.dtype and torch.allclose(a, b, rtol=1e-3, atol=1e-4), k
 
 
-@pytest.mark.skipif(not (Path(__file__).parents[1] / "audio/checkpoints/sharp/config.json").is_file(),
+@pytest.mark.skipif(not (Path(__file__).parents[1] / "audio/checkpoints/bank/config.json").is_file(),
                     reason="no shipped audio checkpoint")
 def test_shipped_model_renders_a_tune_from_outside_the_corpus_in_its_own_pitch_classes():
     import librosa
