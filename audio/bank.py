@@ -34,14 +34,13 @@ note-off. A tied note (its onset in the previous segment) starts TIED_FRAMES int
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .codec import DB_MIN, N_MELS, audio_to_mel, load_audio, unit_to_db
+from .codec import DB_MIN, N_MELS, audio_to_mel, unit_to_db
 from .notes import Note, write_midi
 
 LOW, HIGH = 21, 109          # pitches (the piano's range); others take the nearest
@@ -73,18 +72,12 @@ def empty_bank(n_programs: int | None = None, rank: int = RANK) -> dict[str, tor
 
 
 def _render(notes: list[Note], soundfont) -> np.ndarray:
-    """FluidSynth render of notes, not normalised (the corpus's gain of 0.5), float32 at 16 kHz."""
-    from .corpus import SOUNDFONT, require_fluidsynth
+    """FluidSynth render of notes at its own level (the corpus's gain, not normalised), float32 at 16 kHz."""
+    from .corpus import SOUNDFONT, render_midi
 
-    exe = require_fluidsynth(soundfont or SOUNDFONT)
     with tempfile.TemporaryDirectory() as tmp:
         write_midi(notes, Path(tmp) / "notes.mid")
-        wav = Path(tmp) / "notes.wav"
-        res = subprocess.run([exe, "-ni", "-q", "-g", "0.5", "-r", "16000", "-F", str(wav), str(soundfont or SOUNDFONT),
-                              str(Path(tmp) / "notes.mid")], capture_output=True, text=True, timeout=600, check=False)
-        if res.returncode != 0 or not wav.is_file():
-            raise RuntimeError(f"fluidsynth failed: {res.stderr.strip()[-300:]}")
-        return load_audio(wav)
+        return render_midi(Path(tmp) / "notes.mid", soundfont or SOUNDFONT, normalize=False)
 
 
 def _lone(program: int, pitch: int, velocity: int, k: int) -> Note:

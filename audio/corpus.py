@@ -256,8 +256,9 @@ def require_fluidsynth(soundfont=SOUNDFONT) -> str:
     return exe
 
 
-def render_midi(midi_path, soundfont=SOUNDFONT) -> np.ndarray:
-    """FluidSynth render of a MIDI file: float32 mono at 16 kHz, peak-normalised to PEAK."""
+def render_midi(midi_path, soundfont=SOUNDFONT, normalize: bool = True) -> np.ndarray:
+    """FluidSynth render of a MIDI file: float32 mono at 16 kHz, peak-normalised to PEAK (normalize=False:
+    at FluidSynth's own level, gain 0.5)."""
     exe = require_fluidsynth(soundfont)
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "render.wav"
@@ -268,7 +269,7 @@ def render_midi(midi_path, soundfont=SOUNDFONT) -> np.ndarray:
             raise CorpusError(f"fluidsynth failed on {midi_path}: {res.stderr.strip()[-500:]}")
         audio = load_audio(wav)
     peak = float(np.abs(audio).max())
-    return audio * (PEAK / peak) if peak > 0 else audio
+    return audio * (PEAK / peak) if peak > 0 and normalize else audio
 
 
 def segment(audio: np.ndarray, notes: list[Note], max_tokens: int):
