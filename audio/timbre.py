@@ -204,16 +204,11 @@ class Timbre(nn.Module):
 
 
 def fit_timbre(data, steps: int = 1200, batch: int = 32, lr: float = 0.03, seed: int = 0, flux: float = 1.0,
-               progress: bool = True, subframe: bool = False, init: Timbre | None = None,
-               params: tuple[str, ...] | None = None) -> Timbre:
+               progress: bool = True, subframe: bool = False) -> Timbre:
     """Fit a `Timbre` to the training segments of a corpus cache (a folder) or to a dataset of (mel, tokens,
     context) segments: Adam on the L1 distance of the [-1, 1] mels and of their frame-to-frame changes
     (weight `flux`: without it the attacks come out softer than the music's), plus a small penalty on
-    the per-program differences.
-
-    init: start from a copy of this renderer (a refit, e.g. of a shipped model's renderer on a larger
-    corpus; its `subframe` is kept) instead of the shared start. params: fit only these parameters
-    (e.g. ("env", "decay"): the envelopes), the others held as they are; None fits all."""
+    the per-program differences."""
     from tqdm.auto import tqdm
 
     from .corpus import AudioSegments
@@ -221,17 +216,8 @@ def fit_timbre(data, steps: int = 1200, batch: int = 32, lr: float = 0.03, seed:
     if isinstance(data, (str, Path)):
         data = AudioSegments(data, "train")
     gen = torch.Generator().manual_seed(seed)
-    model = Timbre(subframe=subframe if init is None else init.subframe, bank=init is not None and init.has_bank)
-    if init is not None:
-        model.load_state_dict(init.state_dict())
-    names = [n for n, _ in model.named_parameters()]
-    unknown = sorted(set(params or ()) - set(names))
-    if unknown:
-        raise ValueError(f"fit_timbre: no parameter {unknown[0]!r}; the renderer's are {', '.join(names)}")
-    fitted = [p for n, p in model.named_parameters() if params is None or n in params]
-    for n, p in model.named_parameters():
-        p.requires_grad_(params is None or n in params)
-    opt = torch.optim.Adam(fitted, lr=lr)
+    model = Timbre(subframe=subframe)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr * 0.05)
     decoded: dict[int, list] = {}
     bar = tqdm(range(steps), desc="fit timbre", disable=not progress)
@@ -254,4 +240,4 @@ def fit_timbre(data, steps: int = 1200, batch: int = 32, lr: float = 0.03, seed:
         opt.step()
         sched.step()
         bar.set_postfix(l1=f"{loss.item():.4f}")
-    return model.requires_grad_(True).eval()
+    return model.eval()

@@ -113,18 +113,19 @@ def _weights_file(folder):
     return folder / ("ema.safetensors" if (folder / "ema.safetensors").is_file() else "model.safetensors")
 
 
-def _has_timbre(folder) -> bool:
+def _weight_names(folder) -> set[str]:
     from safetensors import safe_open
 
     with safe_open(str(_weights_file(folder)), "pt") as f:
-        return any(k.startswith("timbre.") for k in f.keys())   # noqa: SIM118  (safe_open is not a dict)
+        return set(f.keys())
+
+
+def _has_timbre(folder) -> bool:
+    return any(k.startswith("timbre.") for k in _weight_names(folder))
 
 
 def _has_bank(folder) -> bool:
-    from safetensors import safe_open
-
-    with safe_open(str(_weights_file(folder)), "pt") as f:
-        return "timbre.bank_u" in f.keys()   # noqa: SIM118
+    return "timbre.bank_u" in _weight_names(folder)
 
 
 def built_bank(cfg: AudioRun, timbre, data):
