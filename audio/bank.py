@@ -123,7 +123,7 @@ def compress(db: torch.Tensor, rank: int = RANK) -> tuple[torch.Tensor, torch.Te
 
 def build_bank(programs=None, pitches=None, rank: int = RANK, soundfont=None,
                show_progress: bool = True) -> dict[str, torch.Tensor]:
-    """Render and compress the bank (about a minute for the corpus's 31 rows on one core). programs:
+    """Render and compress the bank (about a minute for the corpus's 30 rows on one core). programs:
     the rows (default `bank_programs()`); pitches: which of LOW..HIGH-1 to render (default all; the
     others are copied from the nearest rendered one)."""
     from polydiff.core.progress import progress

@@ -47,7 +47,7 @@ Why a note bank (`timbre_bank=True`): a sound-font instrument plays a recorded s
 every note-on, and what the sample does after its attack (its own tremolo, a loop, a swell) comes back at
 the same times after every note-on of that program and pitch; onset detection hears much of it. A few
 numbers per program cannot hold it, so the renderer draws the corpus's programs from lone-note mels
-measured from FluidSynth (`audio/bank.py`, about 11 MB in float16 at rank 6), the parameters above only for
+measured from FluidSynth (`audio/bank.py`, about 10.5 MB in float16 at rank 6), the parameters above only for
 other programs.
 
 Why a residual model (`residual=True`): the network given the learned template still returned a mel
