@@ -80,8 +80,13 @@ def _render(notes: list[Note], soundfont) -> np.ndarray:
         return render_midi(Path(tmp) / "notes.mid", soundfont or SOUNDFONT, normalize=False)
 
 
+def _onset(k: int) -> float:
+    """Seconds at which the k-th lone note of a render starts."""
+    return SPACING * k + 0.5
+
+
 def _lone(program: int, pitch: int, velocity: int, k: int) -> Note:
-    on = SPACING * k + 0.5
+    on = _onset(k)
     return Note(on, on + HOLD / FPS, pitch, velocity, 0 if program == DRUMS else program, program == DRUMS)
 
 
@@ -92,7 +97,7 @@ def lone_note_mels(program: int, pitches, soundfont=None) -> torch.Tensor:
     db = unit_to_db(audio_to_mel(torch.from_numpy(audio)))
     out = torch.full((len(pitches), N_MELS, BANK_FRAMES), float(DB_MIN))
     for k in range(len(pitches)):
-        a = round((SPACING * k + 0.5) * FPS) - PRE
+        a = round(_onset(k) * FPS) - PRE
         seg = db[:, a: a + BANK_FRAMES]
         out[k, :, : seg.shape[-1]] = seg
     return out
@@ -106,7 +111,7 @@ def velocity_gamma(program: int, soundfont=None) -> float:
     lin = 10 ** (unit_to_db(audio_to_mel(torch.from_numpy(audio))) / 20)
     x, y = [], []
     for k, v in enumerate(GAMMA_VELOCITIES):
-        a = round((SPACING * k + 0.5) * FPS)
+        a = round(_onset(k) * FPS)
         y.append(float(torch.log(lin[:, a: a + FPS].mean())))
         x.append(float(np.log(v / VELOCITY)))
     x, y = np.array(x), np.array(y)
@@ -132,10 +137,9 @@ def build_bank(programs=None, pitches=None, rank: int = RANK, soundfont=None,
     done = sorted(range(LOW, HIGH) if pitches is None else pitches)
     bank = empty_bank(len(programs), rank)
     bank["programs"] = torch.tensor(programs, dtype=torch.long)
-    nearest = [min(done, key=lambda m: abs(m - p)) for p in range(LOW, HIGH)]
+    rows = [done.index(min(done, key=lambda m: abs(m - p))) for p in range(LOW, HIGH)]   # nearest rendered
     for i, prog in enumerate(progress(programs, desc="note bank", unit="program") if show_progress else programs):
         u, v = compress(lone_note_mels(prog, done, soundfont), rank)
-        rows = [done.index(m) for m in nearest]
         bank["u"][i], bank["v"][i] = u[rows], v[rows]
         bank["gamma"][i] = velocity_gamma(prog, soundfont)
     return bank
@@ -165,10 +169,9 @@ def draw(u, v, gamma, offset, rows, on, off, pitch, vel, drum, tied_frames, fram
     u, v: the bank's (P, M, 128, R), (P, M, R, F); gamma (P,); offset () dB; rows (N,) bank rows;
     on / off (N,) frames (fractional); pitch, vel (N,); drum (N,) bool; tied_frames (N,) frames added
     to a tied note's time into its note."""
-    dev = u.device
     m = (pitch - LOW).clamp(0, HIGH - LOW - 1)
     block = (u[rows, m].float() @ v[rows, m].float()) + DB_MIN                     # (N, 128, F) dB
-    t = torch.arange(frames, device=dev).float()
+    t = torch.arange(frames, device=u.device).float()
     j = t[None] - on[:, None] + tied_frames[:, None]                               # frames into the note
     d = (off - on + tied_frames)[:, None]                                          # its note-off, same clock
     last = PRE + HOLD - 1                                                          # the bank's last held frame
@@ -182,13 +185,12 @@ def draw(u, v, gamma, offset, rows, on, off, pitch, vel, drum, tied_frames, fram
     rel_k = PRE + HOLD + (j - d)                                                   # bank tail frame
     shift = held(d) - block[..., last: last + 1]                                   # (N, 128, 1)
     rel = _at(block, rel_k.clamp(max=BANK_FRAMES - 1)) + shift
-    db = torch.where(((j < d) | drum[:, None])[:, None], pre, rel)
     drum_db = _at(block, (j + PRE).clamp(0, BANK_FRAMES - 1))
-    db = torch.where(drum[:, None, None], drum_db, db)
+    db = torch.where(drum[:, None, None], drum_db, torch.where((j < d)[:, None], pre, rel))
     sounding = (j > -PRE) & torch.where(drum[:, None], j + PRE < BANK_FRAMES - 1, rel_k < BANK_FRAMES - 1)
     gain = gamma[rows] * torch.log(vel / VELOCITY) + offset * np.log(10) / 20
     lin = torch.exp(db * (np.log(10) / 20) + gain[:, None, None])
-    lin = torch.where(db[:, :, :] <= DB_MIN + 1e-3, torch.zeros_like(lin), lin)
+    lin = torch.where(db <= DB_MIN + 1e-3, torch.zeros_like(lin), lin)
     return lin * sounding[:, None]
 
 
